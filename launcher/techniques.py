@@ -1,0 +1,96 @@
+"""Which fine-tuning technique fits which task: the one table that drives validation and `ftlaunch techniques`.
+
+No torch here: the launcher checks a spec against this table before anything is planned or paid for.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Technique(str, enum.Enum):
+    FULL = "full"
+    LORA = "lora"
+    DORA = "dora"
+    QLORA = "qlora"
+    IA3 = "ia3"
+    PREFIX = "prefix"
+    PROMPT = "prompt"
+    PTUNING = "ptuning"
+    ADAPTER = "adapter"
+
+
+class Task(str, enum.Enum):
+    SFT = "sft"
+    CPT = "cpt"
+    CLASSIFICATION = "classification"
+    REWARD = "reward"
+    DPO = "dpo"
+    RL = "rl"
+
+
+# One line per technique: what it trains (the seed's "Fine-Tuning Techniques").
+DESCRIPTIONS: dict[Technique, str] = {
+    Technique.FULL: "every weight; best quality ceiling, most memory (weights + grads + Adam states)",
+    Technique.LORA: "low-rank update matrices beside frozen weights; ~0.1-2% trainable, near-full quality",
+    Technique.DORA: "LoRA with a learned magnitude per column; closer to full fine-tuning, ~20% slower than LoRA",
+    Technique.QLORA: "LoRA on a 4-bit NF4-quantised frozen base; the least memory for large models",
+    Technique.IA3: "learned scaling vectors on keys, values and FFN; the fewest trainable parameters",
+    Technique.PREFIX: "trainable key/value prefixes in every layer; frozen model, no gradient checkpointing",
+    Technique.PROMPT: "trainable virtual-token embeddings before the input; tiny, best on large models",
+    Technique.PTUNING: "virtual tokens produced by a small prompt encoder (MLP); steadier than prompt tuning",
+    Technique.ADAPTER: "bottleneck adapters (down, nonlinearity, up, residual) inserted after each block",
+}
+
+TASK_DESCRIPTIONS: dict[Task, str] = {
+    Task.SFT: "instruction or chat supervised fine-tuning, loss on responses only",
+    Task.CPT: "continued pretraining on raw domain text (unsupervised)",
+    Task.CLASSIFICATION: "sequence classification with a label column",
+    Task.REWARD: "reward model trained on chosen/rejected preference pairs",
+    Task.DPO: "direct preference optimisation on chosen/rejected pairs",
+    Task.RL: "policy optimisation (GRPO) against a reward model or reward function (RLHF)",
+}
+
+_PROMPT_LEARNING = (Technique.PREFIX, Technique.PROMPT, Technique.PTUNING)
+
+# (technique, task) -> None when supported, else the reason it is not. Absent pairs are supported.
+UNSUPPORTED: dict[tuple[Technique, Task], str] = {
+    **{(t, Task.REWARD): "a reward model scores the last token of a sequence; virtual tokens in front of it "
+       "are not supported by trl's RewardTrainer; use lora or full" for t in _PROMPT_LEARNING},
+    **{(t, Task.DPO): "DPO compares a policy against its reference by disabling the adapter; trl does not "
+       "support that for prompt-learning methods; use lora or dora" for t in _PROMPT_LEARNING},
+    **{(t, Task.RL): "GRPO generates with the policy; peft prompt-learning models do not support trl's "
+       "generation path; use lora" for t in _PROMPT_LEARNING},
+}
+
+# What each use case (the seed's table) should start with, best first.
+USE_CASES: dict[str, tuple[Task, tuple[Technique, ...]]] = {
+    "classification": (Task.CLASSIFICATION, (Technique.LORA, Technique.FULL, Technique.IA3)),
+    "instruction": (Task.SFT, (Technique.LORA, Technique.QLORA, Technique.FULL)),
+    "chat": (Task.SFT, (Technique.LORA, Technique.QLORA, Technique.FULL)),
+    "domain": (Task.CPT, (Technique.LORA, Technique.FULL)),
+    "preference": (Task.DPO, (Technique.LORA, Technique.QLORA)),
+    "multimodal": (Task.SFT, (Technique.ADAPTER, Technique.LORA)),
+}
+
+PEFT_TECHNIQUES = frozenset(t for t in Technique if t is not Technique.FULL)
+LORA_FAMILY = frozenset({Technique.LORA, Technique.DORA, Technique.QLORA})
+
+
+def unsupported_reason(technique: Technique | str, task: Task | str) -> str | None:
+    """None when the pair is supported, else why not (one sentence ending with what to use instead)."""
+    return UNSUPPORTED.get((Technique(technique), Task(task)))
+
+
+def supported_techniques(task: Task | str) -> list[Technique]:
+    """Techniques the task supports, in declaration order."""
+    return [t for t in Technique if unsupported_reason(t, task) is None]
+
+
+def table() -> list[dict[str, object]]:
+    """Rows for `ftlaunch techniques`: technique, description and, per task, None or the reason it is not supported."""
+    return [
+        {"technique": t.value, "description": DESCRIPTIONS[t],
+         "tasks": {task.value: unsupported_reason(t, task) for task in Task}}
+        for t in Technique
+    ]
