@@ -188,7 +188,9 @@ def parse_duration(value: Union[int, float, str]) -> int:
 
 
 class Resources(_Strict):
-    cloud: Literal["local", "sagemaker", "vertex", "azureml", "skypilot"] = "local"
+    cloud: Literal["local", "sagemaker", "vertex", "azureml", "skypilot", "auto"] = Field(
+        "local", description="where to run; auto: the cheapest offer that fits on any cloud target")
+    optimize: Literal["cost", "time"] = Field("cost", description="with several offers: cheapest or fastest")
     gpu: str | None = Field(None, description="GPU type, e.g. a100, h100, l4; 'a100:8' also sets gpus")
     gpus: int = Field(1, ge=0, description="GPUs per node")
     nodes: int = Field(1, ge=1)
