@@ -12,7 +12,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ftlaunch import errors
 
@@ -169,10 +169,3 @@ class _Transaction:
 def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
-
-def records(limit: int = 50) -> Iterator[JobRecord]:
-    store = JobStore()
-    try:
-        yield from store.list(limit)
-    finally:
-        store.close()

@@ -228,7 +228,9 @@ class Tracking(_Strict):
     project: str | None = None
 
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+# beginnings of well-known credential values (AWS key ids, Hugging Face, OpenAI, GitHub, Slack tokens)
+_VALUE_PREFIXES = ("AKIA", "ASIA", "HF_", "SK-", "GHP_", "GITHUB_PAT_", "XOX")
 
 
 class Spec(_Strict):
@@ -254,9 +256,9 @@ class Spec(_Strict):
     @classmethod
     def _secret_names(cls, v: list[str]) -> list[str]:
         for name in v:
-            if not _ENV_NAME.match(name):
+            if not _ENV_NAME.match(name) or name.upper().startswith(_VALUE_PREFIXES) and len(name) > 16:
                 raise ValueError("an entry is not a secret name (it is not shown here in case it is a value); "
-                                 "list names such as HF_TOKEN, never values")
+                                 "list environment variable names in capitals, such as HF_TOKEN, never values")
         return v
 
     @pydantic.field_validator("task")

@@ -73,6 +73,19 @@ USE_CASES: dict[str, tuple[Task, tuple[Technique, ...]]] = {
     "multimodal": (Task.SFT, (Technique.ADAPTER, Technique.LORA)),
 }
 
+# Learning rates that work as a start for each technique (full fine-tuning needs far smaller steps).
+DEFAULT_LEARNING_RATE: dict[Technique, float] = {
+    Technique.FULL: 2e-5,
+    Technique.LORA: 2e-4,
+    Technique.DORA: 2e-4,
+    Technique.QLORA: 2e-4,
+    Technique.IA3: 3e-3,
+    Technique.PREFIX: 1e-2,
+    Technique.PROMPT: 3e-2,
+    Technique.PTUNING: 1e-2,
+    Technique.ADAPTER: 1e-3,
+}
+
 PEFT_TECHNIQUES = frozenset(t for t in Technique if t is not Technique.FULL)
 LORA_FAMILY = frozenset({Technique.LORA, Technique.DORA, Technique.QLORA})
 

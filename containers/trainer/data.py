@@ -1,0 +1,122 @@
+"""Loads a spec's dataset (local files, hub names, s3/gs/az URIs) and shapes it for the task.
+
+Canonical columns per format, after the spec's `columns` mapping renames the file's own:
+- alpaca: instruction, input (optional), output
+- messages: messages (a list of {role, content}; the last is the assistant's answer)
+- prompt_completion: prompt, completion
+- text: text (continued pretraining)
+- classification: text, label
+- preference: prompt (optional), chosen, rejected
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ftlaunch import errors
+
+BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text",
+            ".tsv": "csv"}
+FORMAT_COLUMNS = {
+    "alpaca": ("instruction", "output"),
+    "messages": ("messages",),
+    "prompt_completion": ("prompt", "completion"),
+    "preference": ("chosen", "rejected"),
+    "classification": ("text", "label"),
+    "text": ("text",),
+}
+ALPACA_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
+
+
+def load_split(path: str, split: str = "train", data_dir: str | None = None) -> Any:
+    """A datasets.Dataset from a local file or folder, a hub name, or a cloud URI."""
+    import datasets
+
+    if data_dir and not Path(path).exists() and "://" in path:
+        # the backend already copied the input channel here (SageMaker, Azure ML)
+        path = str(Path(data_dir) / Path(path.split("://", 1)[1]).name)
+    suffix = Path(path.split("?")[0]).suffix.lower()
+    local = Path(path)
+    if local.is_dir():
+        files = sorted(p for p in local.iterdir() if p.suffix.lower() in BUILDERS)
+        if not files:
+            raise errors.UserError(f"dataset folder {path} has no .jsonl, .json, .csv, .parquet or .txt files.")
+        builder = BUILDERS[files[0].suffix.lower()]
+        return datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train",
+                                     **_builder_kwargs(files[0].suffix.lower()))
+    if suffix in BUILDERS:
+        return datasets.load_dataset(BUILDERS[suffix], data_files=path, split="train",
+                                     **_builder_kwargs(suffix))
+    return datasets.load_dataset(path, split=split)
+
+
+def _builder_kwargs(suffix: str) -> dict[str, Any]:
+    return {"delimiter": "\t"} if suffix == ".tsv" else {}
+
+
+def rename_columns(ds: Any, mapping: dict[str, str]) -> Any:
+    """Applies the spec's `columns: {canonical: column in file}` mapping."""
+    present = set(ds.column_names)
+    renames = {src: dst for dst, src in mapping.items() if src in present and src != dst}
+    missing = [src for src in mapping.values() if src not in present]
+    if missing:
+        raise errors.UserError(f"dataset.columns names columns that are not in the data: {', '.join(missing)}.",
+                               hint=f"the data has: {', '.join(sorted(present))}")
+    return ds.rename_columns(renames) if renames else ds
+
+
+def detect_format(columns: list[str], declared: str) -> str:
+    if declared != "auto":
+        want = FORMAT_COLUMNS[declared]
+        missing = [c for c in want if c not in columns]
+        if missing:
+            raise errors.UserError(
+                f"dataset format '{declared}' needs columns {', '.join(want)}; missing {', '.join(missing)}.",
+                hint=f"map your columns with dataset.columns (the data has: {', '.join(columns)})")
+        return declared
+    for name in ("messages", "preference", "alpaca", "prompt_completion", "classification", "text"):
+        if all(c in columns for c in FORMAT_COLUMNS[name]):
+            return name
+    raise errors.UserError(f"cannot tell the dataset's format from its columns ({', '.join(columns)}).",
+                           hint="set dataset.format and map columns with dataset.columns")
+
+
+def to_prompt_completion(ds: Any, fmt: str, chat: bool) -> Any:
+    """SFT rows as prompt/completion, conversational when the tokenizer has a chat template, so that
+    trl computes the loss on the completion (the response) only."""
+    if fmt == "prompt_completion":
+        return ds.select_columns(["prompt", "completion"])
+    if fmt == "alpaca":
+        def alpaca(row: dict) -> dict:
+            instruction = row["instruction"]
+            if row.get("input"):
+                instruction = f"{instruction}\n\n{row['input']}"
+            if chat:
+                return {"prompt": [{"role": "user", "content": instruction}],
+                        "completion": [{"role": "assistant", "content": row["output"]}]}
+            return {"prompt": ALPACA_TEMPLATE.format(instruction=instruction), "completion": row["output"]}
+        return ds.map(alpaca, remove_columns=ds.column_names)
+    if fmt == "messages":
+        if not chat:
+            raise errors.UserError("chat (messages) data needs a chat template, and this tokenizer has none.",
+                                   hint="set task_args.chat_template to a Jinja chat template")
+
+        def split_last(row: dict) -> dict:
+            messages = row["messages"]
+            if not messages or messages[-1].get("role") != "assistant":
+                raise errors.UserError("every messages row must end with an assistant message.")
+            return {"prompt": messages[:-1], "completion": messages[-1:]}
+        return ds.map(split_last, remove_columns=ds.column_names)
+    raise errors.UserError(f"task sft cannot train on '{fmt}' data.",
+                           hint="use alpaca, messages or prompt_completion data (or task: cpt for raw text)")
+
+
+def train_eval(ds: Any, eval_split: float | str, seed: int, eval_ds: Any = None) -> tuple[Any, Any]:
+    """Splits off the evaluation set (a fraction of the rows) unless one was given."""
+    if eval_ds is not None:
+        return ds, eval_ds
+    if isinstance(eval_split, str) or not eval_split or len(ds) < 10:
+        return ds, None
+    parts = ds.train_test_split(test_size=eval_split, seed=seed)
+    return parts["train"], parts["test"]

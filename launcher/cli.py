@@ -1,0 +1,491 @@
+"""The `ftlaunch` command line: `ftlaunch --cloud vertex --gpu a100 [--dry-run] [SPEC]` and its subcommands.
+
+Imports stay light (click, pydantic, yaml, rich): torch, transformers and cloud SDKs load only inside
+the commands that need them, so `ftlaunch --help` and `ftlaunch estimate` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ftlaunch import __version__, errors
+
+LAUNCH_OPTIONS = ("cloud", "gpu", "nodes", "spot", "region", "dry_run", "as_json", "overrides", "detach", "runtime")
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+class Cli(click.Group):
+    """A group whose bare form launches: `ftlaunch [OPTIONS] SPEC` is `ftlaunch launch [OPTIONS] SPEC`,
+    and every user mistake is printed as one message with exit code 2, never a traceback."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else None
+        if name is not None and name not in self.commands and not name.startswith("-"):
+            return "launch", self.commands["launch"], args
+        return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except errors.UserError as exc:
+            _console(stderr=True).print(f"[bold red]error:[/] {_escape(exc.render())}")
+            ctx.exit(exc.exit_code)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def launch_options(func):
+    """The options of the launch form, shared by the bare group and `ftlaunch launch`."""
+    options = [
+        click.option("--cloud", type=click.Choice(["local", "sagemaker", "vertex", "azureml", "skypilot", "auto"]),
+                     help="Where to run (default: the spec's resources.cloud)."),
+        click.option("--gpu", help="GPU type, optionally with a count: a100, h100:8, l4."),
+        click.option("--nodes", type=int, help="Number of nodes."),
+        click.option("--spot/--no-spot", default=None, help="Use spot (preemptible) capacity."),
+        click.option("--region", help="Cloud region."),
+        click.option("--runtime", type=click.Choice(["auto", "docker", "process"]),
+                     help="Local only: run in Docker or as a plain process."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override a spec value, e.g. --set hyperparameters.max_steps=20 (repeatable)."),
+        click.option("--dry-run", is_flag=True, default=None, help="Plan and render the job; submit nothing."),
+        click.option("--json", "as_json", is_flag=True, default=None,
+                     help="Print machine-readable JSON ({plan, request} with --dry-run)."),
+        click.option("--detach", "-d", is_flag=True, default=None,
+                     help="Return once the job is submitted instead of following its logs."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(cls=Cli, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@launch_options
+@click.version_option(__version__, prog_name="ftlaunch")
+@click.pass_context
+def main_group(ctx: click.Context, **options: Any) -> None:
+    """Fine-tune a language model on any cloud from one spec file.
+
+    \b
+      ftlaunch --cloud vertex --gpu a100 --dry-run spec.yaml   # the exact job, memory, time and cost
+      ftlaunch --cloud local examples/quickstart.yaml          # run it here
+      ftlaunch estimate spec.yaml                              # compare offers on every cloud
+      ftlaunch init --use-case instruction                     # write a starter spec
+
+    SPEC defaults to ./ftlaunch.yaml. `ftlaunch SPEC` is the same as `ftlaunch launch SPEC`.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["launch_defaults"] = options
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(launch)
+
+
+# ---------------------------------------------------------------- launch
+
+@main_group.command()
+@click.argument("spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
+@launch_options
+@click.pass_context
+def launch(ctx: click.Context, spec_path: str | None, **options: Any) -> None:
+    """Plan, render and submit SPEC (default ./ftlaunch.yaml); follow its logs unless --detach."""
+    defaults = (ctx.find_root().obj or {}).get("launch_defaults", {})
+    for key in LAUNCH_OPTIONS:
+        if options.get(key) in (None, ()) and defaults.get(key) not in (None, ()):
+            options[key] = defaults[key]
+    spec_path = spec_path or _default_spec()
+    prepared = prepare(spec_path, options)
+    if options.get("dry_run"):
+        show_dry_run(prepared, as_json=bool(options.get("as_json")))
+        return
+    submit(prepared, follow=not options.get("detach"), as_json=bool(options.get("as_json")))
+
+
+def _default_spec() -> str:
+    from ftlaunch import spec as spec_mod
+
+    return spec_mod.DEFAULT_SPEC
+
+
+def option_overrides(options: dict[str, Any]) -> list[str]:
+    """The launch options as spec overrides, so the CLI and the spec share one validation path."""
+    out = [f"resources.{k}={options[k]}" for k in ("cloud", "gpu", "nodes", "region", "runtime")
+           if options.get(k) is not None]
+    if options.get("spot") is not None:
+        out.append(f"resources.spot={'true' if options['spot'] else 'false'}")
+    return out + list(options.get("overrides") or ())
+
+
+class Prepared:
+    """A spec turned into a plan, a backend and the exact request that submit would send."""
+
+    def __init__(self, spec: Any, plan: Any, backend: Any, request: Any):
+        self.spec, self.plan, self.backend, self.request = spec, plan, backend, request
+
+
+def prepare(spec_path: str, options: dict[str, Any]) -> Prepared:
+    """load -> plan -> render. Pure computing: prints nothing, submits nothing."""
+    from ftlaunch import backends, plan as plan_mod, spec as spec_mod
+
+    spec = spec_mod.load(spec_path, option_overrides(options))
+    plan = plan_mod.make(spec)
+    backend = backends.get(plan.cloud)
+    backend.check_supported(needs(plan))
+    request = backend.render(plan)
+    return Prepared(spec, plan, backend, request)
+
+
+def needs(plan: Any) -> set:
+    from ftlaunch.backends.base import Capability
+
+    r = plan.spec.resources
+    out = set()
+    if r.nodes > 1:
+        out.add(Capability.MULTI_NODE)
+    if r.spot:
+        out.add(Capability.SPOT)
+    if r.region:
+        out.add(Capability.REGION)
+    return out
+
+
+def show_dry_run(prepared: Prepared, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"plan": prepared.plan.to_json(), "request": prepared.request.to_json()},
+                              indent=2, default=str))
+        return
+    console = _console()
+    print_plan(console, prepared.plan)
+    console.print(f"\n[bold]The job request[/] (exactly what submit sends to {prepared.request.backend}):")
+    console.print_json(json.dumps(prepared.request.to_json(), default=str))
+    console.print("\n[dim]Dry run: nothing was submitted. Drop --dry-run to launch.[/]")
+
+
+def print_plan(console: Any, plan: Any) -> None:
+    """The offers table and the choice; the estimator's richer table when it is available."""
+    try:
+        from ftlaunch import plan_cli
+    except ImportError:
+        plan_cli = None
+    if plan_cli is not None and hasattr(plan_cli, "print_plan"):
+        plan_cli.print_plan(console, plan)
+        return
+    o = plan.offer
+    console.print(f"[bold]Plan[/] {plan.job_name}: {plan.spec.task.value} with {plan.spec.technique.value} "
+                  f"on {plan.spec.model}")
+    console.print(f"  target {o.cloud}, {o.instance}, {o.gpus} x {o.gpu or 'CPU'}; {plan.why}")
+
+
+def submit(prepared: Prepared, follow: bool, as_json: bool) -> None:
+    from ftlaunch import jobs
+
+    console = _console()
+    plan, backend, request = prepared.plan, prepared.backend, prepared.request
+    if not as_json:
+        print_plan(console, plan)
+    handle = backend.submit(request)
+    store = jobs.JobStore()
+    try:
+        cost = plan.offer.cost[1] if plan.offer.cost else None
+        store.add(handle=handle, spec=plan.spec, image=plan.image, state="PENDING", predicted_cost=cost,
+                  plan_json={k: v for k, v in plan.to_json().items() if k != "spec"})
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({"job": handle.job_name, "backend": handle.backend,
+                               "provider_id": handle.provider_id, "output": handle.output_uri}))
+        return
+    console.print(f"[bold green]submitted[/] {handle.job_name} to {handle.backend}")
+    if not follow:
+        _print_next_steps(console, handle.job_name)
+        return
+    follow_job(console, backend, handle)
+
+
+def follow_job(console: Any, backend: Any, handle: Any) -> None:
+    """Streams the job's log until it ends; Ctrl-C detaches and leaves the job running."""
+    try:
+        for line in backend.logs(handle, follow=True):
+            click.echo(line)
+    except KeyboardInterrupt:
+        console.print(f"\n[yellow]detached[/]; {handle.job_name} keeps running.")
+        _print_next_steps(console, handle.job_name)
+        return
+    status = _refresh(backend, handle)
+    _print_outcome(console, handle, status)
+
+
+def _print_next_steps(console: Any, job: str) -> None:
+    console.print(f"  ftlaunch status {job}\n  ftlaunch logs -f {job}\n  ftlaunch fetch {job}\n"
+                  f"  ftlaunch cancel {job}")
+
+
+def _print_outcome(console: Any, handle: Any, status: Any) -> None:
+    color = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow"}.get(status.state.value, "white")
+    console.print(f"[bold {color}]{status.state.value}[/] {handle.job_name}"
+                  + (f": {_escape(status.reason)}" if status.reason else ""))
+    if status.state.value == "SUCCEEDED" and handle.backend == "local":
+        _print_results(console, Path(handle.output_uri))
+    if status.state.value == "SUCCEEDED":
+        console.print(f"outputs: {handle.output_uri}\n  ftlaunch fetch {handle.job_name} --dest DIR")
+
+
+def _print_results(console: Any, folder: Path) -> None:
+    from ftlaunch import report_text
+
+    console.print(report_text.results(folder))
+
+
+def _refresh(backend: Any, handle: Any) -> Any:
+    """Polls the backend once and stores the state in the job records."""
+    from ftlaunch import jobs
+
+    status = backend.status(handle)
+    store = jobs.JobStore()
+    try:
+        store.update(handle.job_name, state=status.state.value, reason=status.reason)
+    finally:
+        store.close()
+    return status
+
+
+# ---------------------------------------------------------------- spec tools
+
+@main_group.command()
+@click.argument("spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec value.")
+@click.option("--json", "as_json", is_flag=True, help="Print the validated spec as JSON.")
+def validate(spec_path: str | None, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Check SPEC and say what is wrong, where, and how to fix it."""
+    from ftlaunch import spec as spec_mod
+
+    path = spec_path or spec_mod.DEFAULT_SPEC
+    spec = spec_mod.load(path, overrides)
+    if as_json:
+        click.echo(json.dumps(spec.to_json(), indent=2))
+        return
+    _console().print(f"[green]ok[/] {path}: {spec.task.value} with {spec.technique.value} on {spec.model}")
+
+
+@main_group.command()
+def schema() -> None:
+    """Print the spec's JSON Schema (for editor completion: yaml-language-server)."""
+    from ftlaunch import spec as spec_mod
+
+    click.echo(json.dumps(spec_mod.json_schema(), indent=2))
+
+
+@main_group.command()
+@click.option("--use-case", type=click.Choice(["instruction", "chat", "classification", "domain", "preference"]),
+              default="instruction", show_default=True, help="What the fine-tune is for.")
+@click.option("--size", type=click.Choice(["small", "medium", "large"]), default="small", show_default=True,
+              help="Model size class: small < 300M, medium 300M-3B, large > 3B parameters.")
+@click.option("--model", help="Model to start from (default: a popular open model of that size).")
+@click.option("--name", default=None, help="Job name (default: from the use case).")
+@click.option("-o", "--output", "out_path", default="ftlaunch.yaml", show_default=True, type=click.Path())
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(use_case: str, size: str, model: str | None, name: str | None, out_path: str, force: bool) -> None:
+    """Write a starter spec for a use case and model size."""
+    from ftlaunch import starters
+
+    text = starters.render(use_case=use_case, size=size, model=model, name=name, filename=out_path)
+    path = Path(out_path)
+    if path.exists() and not force:
+        raise errors.UserError(f"{path} already exists; it was left unchanged.",
+                               hint="pass --force to overwrite it, or -o to write elsewhere")
+    from ftlaunch import manifest
+
+    manifest.atomic_write_text(path, text)
+    _console().print(f"wrote {path} ({use_case}, {size} model). Next: ftlaunch estimate {path}")
+
+
+@main_group.command()
+@click.option("--task", type=click.Choice(["sft", "cpt", "classification", "reward", "dpo", "rl"]),
+              help="Only show whether each technique supports this task.")
+@click.option("--json", "as_json", is_flag=True)
+def techniques(task: str | None, as_json: bool) -> None:
+    """Which technique fits which task, one line each."""
+    from rich.table import Table
+
+    from ftlaunch import techniques as tech
+
+    rows = tech.table()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    tasks = [task] if task else [t.value for t in tech.Task]
+    table = Table(show_lines=False, box=None)
+    table.add_column("technique", style="bold")
+    for name in tasks:
+        table.add_column(name, justify="center")
+    table.add_column("what it trains")
+    for row in rows:
+        marks = ["yes" if row["tasks"][name] is None else "[dim]no[/]" for name in tasks]
+        table.add_row(row["technique"], *marks, row["description"])
+    console = _console()
+    console.print(table)
+    reasons = {(r["technique"], name): r["tasks"][name] for r in rows for name in tasks if r["tasks"][name]}
+    if reasons and task:
+        for (technique, _), reason in reasons.items():
+            console.print(f"[dim]{technique} x {task}: {reason}[/]")
+
+
+# ---------------------------------------------------------------- jobs
+
+def _job(job_id: str | None) -> tuple[Any, Any]:
+    from ftlaunch import jobs
+
+    store = jobs.JobStore()
+    try:
+        record = store.get(job_id) if job_id else store.latest()
+    finally:
+        store.close()
+    from ftlaunch import backends
+
+    return record, backends.get(record.backend)
+
+
+@main_group.command()
+@click.argument("job_id", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def status(job_id: str | None, as_json: bool) -> None:
+    """One job's state (default: the latest), polled from its backend."""
+    record, backend = _job(job_id)
+    handle = record.handle
+    current = _refresh(backend, handle)
+    if as_json:
+        click.echo(json.dumps({"job": record.id, "backend": record.backend, "state": current.state.value,
+                               "reason": current.reason, "output": record.output_uri}))
+        return
+    console = _console()
+    console.print(f"{record.id}  [bold]{current.state.value}[/]  ({record.backend})"
+                  + (f"  {_escape(current.reason)}" if current.reason else ""))
+    console.print(f"  outputs: {record.output_uri}")
+
+
+@main_group.command()
+@click.argument("job_id", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
+def logs(job_id: str | None, follow: bool) -> None:
+    """A job's stdout and stderr (default: the latest job)."""
+    record, backend = _job(job_id)
+    try:
+        for line in backend.logs(record.handle, follow=follow):
+            click.echo(line)
+    except KeyboardInterrupt:
+        pass
+
+
+@main_group.command()
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Stop a job (nothing happens if it has already ended)."""
+    record, backend = _job(job_id)
+    backend.cancel(record.handle)
+    current = _refresh(backend, record.handle)
+    _console().print(f"{record.id}: {current.state.value}")
+
+
+@main_group.command()
+@click.argument("job_id", required=False)
+@click.option("--dest", type=click.Path(file_okay=False), help="Folder to put the outputs in "
+              "(default: ./ftlaunch-outputs/JOB).")
+def fetch(job_id: str | None, dest: str | None) -> None:
+    """Pull a job's outputs here and verify every file against manifest.json."""
+    record, backend = _job(job_id)
+    target = Path(dest) if dest else Path("ftlaunch-outputs") / record.id
+    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = backend.fetch(record.handle, target)
+    from ftlaunch import manifest
+
+    data = manifest.verify(folder)
+    _console().print(f"[green]fetched[/] {record.id} into {folder}: {len(data['files'])} files verified "
+                     f"against manifest.json")
+
+
+@main_group.command(name="ls")
+@click.option("-n", "limit", default=20, show_default=True, help="How many jobs.")
+@click.option("--json", "as_json", is_flag=True)
+def ls_(limit: int, as_json: bool) -> None:
+    """Recorded jobs, newest first."""
+    from rich.table import Table
+
+    from ftlaunch import jobs
+
+    store = jobs.JobStore()
+    try:
+        records = store.list(limit)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in records], indent=2))
+        return
+    table = Table(box=None)
+    for col in ("job", "backend", "state", "spec", "created", "predicted $", "actual $"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(r.id, r.backend, r.state, r.spec_hash, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
+                      _money(r.predicted_cost), _money(r.actual_cost))
+    _console().print(table)
+
+
+@main_group.command()
+@click.argument("job_id", required=False)
+def show(job_id: str | None) -> None:
+    """Everything recorded about a job: spec, plan, handle, state (JSON)."""
+    record, _ = _job(job_id)
+    click.echo(json.dumps(record.to_json(), indent=2))
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+# ---------------------------------------------------------------- shell completion
+
+@main_group.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script: eval "$(ftlaunch completion bash)"."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    comp = cls(main_group, {}, "ftlaunch", "_FTLAUNCH_COMPLETE")
+    click.echo(comp.source())
+
+
+def _add_planning_commands() -> None:
+    """The estimator's commands (estimate, gpus, recommend, prices) live in plan_cli; added when present."""
+    try:
+        from ftlaunch import plan_cli
+    except ImportError:
+        return
+    for name in ("estimate", "gpus", "recommend", "prices"):
+        command = getattr(plan_cli, name, None)
+        if isinstance(command, click.Command):
+            main_group.add_command(command, name)
+
+
+_add_planning_commands()
+
+
+def main() -> None:
+    main_group(prog_name="ftlaunch")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
