@@ -24,7 +24,8 @@ GB = 1e9
 RUNTIME_OVERHEAD_BYTES = 1.0e9  # CUDA context, cuBLAS/cuDNN workspaces, NCCL buffers
 FRAGMENTATION = 0.05  # caching-allocator slack, as a fraction of everything else
 NF4_BYTES = {True: 0.5 + 1 / 64 + 4 / (64 * 256), False: 0.5 + 4 / 64}  # double_quant -> bytes per weight
-OPTIMIZER_BYTES = {"adamw": 8.0, "adamw_8bit": 2.0 * (1 + 4 / 2048), "sgd": 0.0}  # per trainable parameter
+OPTIMIZER_BYTES = {"adamw": 8.0, "adamw_8bit": 2.0 * (1 + 4 / 256), "sgd": 0.0}  # per trainable parameter
+STEP_BYTES = {"adamw": 4, "adamw_8bit": 4, "sgd": 0, "adafactor": 4}  # the step counter, per parameter tensor
 SEQ_CLS_TASKS = (Task.CLASSIFICATION, Task.REWARD)
 
 # Model FLOPs utilisation (low, high) per technique on a datacenter GPU with FlashAttention/SDPA:
@@ -201,12 +202,42 @@ def compute_bytes(w: Workload) -> int:
 
 
 def optimizer_bytes(shape: Shape, w: Workload, trainable: int) -> float:
+    """Optimizer state: AdamW's two fp32 moments (8 bytes per trainable parameter), 8-bit Adam's two 8-bit
+    moments with a fp32 scale per 256-value block, none for plain SGD (momentum 0, the trainer's setting), plus
+    the step counter AdamW keeps per tensor."""
+    steps = STEP_BYTES.get(w.optimizer, 0) * trainable_tensors(shape, w)
     if w.optimizer == "adafactor":  # factored second moment: rows + columns per matrix, no first moment
         if w.technique is Technique.FULL:
             mats = sum(i + o for _, i, o in shape.linears()) * shape.num_layers + 2 * (shape.vocab_size + shape.hidden_size)
             return 4.0 * (mats + (trainable - shape.linear_params() - shape.embedding_params() - shape.head_params()))
         return 4.0 * trainable
-    return OPTIMIZER_BYTES[w.optimizer] * trainable
+    return OPTIMIZER_BYTES[w.optimizer] * trainable + steps
+
+
+def trainable_tensors(shape: Shape, w: Workload) -> int:
+    """How many parameter tensors train (each carries one optimizer step counter)."""
+    t = w.technique
+    head = 1 if w.task in SEQ_CLS_TASKS else 0
+    if t is Technique.FULL:
+        norms = (2 + shape.extra_norms_per_layer) * (2 if shape.norm == "layer" else 1)
+        per_layer = len(shape.linears()) + norms + (2 if shape.qk_norm else 0)
+        if shape.attention_bias:
+            per_layer += 3
+        if shape.mlp_bias:
+            per_layer += len(shape.linears())
+        final = 2 if shape.norm == "layer" else 1
+        lm = 1 if w.task in SEQ_CLS_TASKS else (0 if shape.tie_embeddings else 1)
+        return 1 + (1 if shape.max_positions else 0) + shape.num_layers * per_layer + final + lm
+    if t in LORA_FAMILY:
+        per_module = 3 if t is Technique.DORA else 2
+        return shape.num_layers * per_module * len(_lora_modules(shape, w)) + head
+    if t is Technique.IA3:
+        return 3 * shape.num_layers + head
+    if t is Technique.PTUNING:
+        return 1 + 6 + head
+    if t is Technique.ADAPTER:
+        return 4 * shape.num_layers + head
+    return 1 + head
 
 
 def _layer_bytes(shape: Shape, w: Workload) -> float:

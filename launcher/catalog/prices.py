@@ -572,7 +572,8 @@ def _refresh_azure(rows: dict, fetch: Fetch, today: str, _key: Any) -> int:
         found: dict = {}
         while url:
             page = fetch(url)
-            found.update(parse_azure_retail(page))
+            for k, v in parse_azure_retail(page).items():
+                found.setdefault(k, {}).update(v)
             url = page.get("NextPageLink")
         entry = found.get((sku, region))
         if not entry or "price" not in entry:
