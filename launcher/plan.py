@@ -113,8 +113,8 @@ def _local_estimate(spec: Spec) -> dict[str, Any] | None:
     """Peak memory for the local run, when the model's shape is known without the network; else None."""
     try:
         shape = shapes.resolve(spec.model, base_dir=spec.base_dir)
-    except errors.UserError:
-        return None
+    except (errors.UserError, KeyError, TypeError, ValueError, OSError):
+        return None  # an unreadable shape must not stop a local run; `estimate` reports it
     gpu = gpu_catalog.find(spec.resources.gpu)
     w = estimator.workload_from_spec(spec, gpu)
     world = max(1, spec.resources.gpus) * spec.resources.nodes
