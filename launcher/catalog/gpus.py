@@ -9,7 +9,8 @@ from ftlaunch import errors
 
 @dataclasses.dataclass(frozen=True)
 class GPU:
-    """One accelerator model. Memory in GB (1e9 bytes) as the CUDA driver reports it (what a job can allocate)."""
+    """One accelerator model. Memory in GB (1e9 bytes) as the clouds' catalogs report it per GPU (SkyPilot's
+    GpuInfo MemoryInfo, in MiB); the estimator's 1 GB runtime overhead covers what the driver keeps."""
 
     name: str  # canonical name, as SkyPilot's catalog spells it
     memory_gb: float  # driver-visible memory per GPU, GB (1e9 bytes)
@@ -38,8 +39,9 @@ GPUS: tuple[GPU, ...] = (
     GPU("A10G", 22888 * _MIB, 70.0, 600, "PCIe Gen4 x16", 32, aliases=("a10g-24gb",),
         source="24 GB, 600 GB/s: baseten.co 'NVIDIA A10 vs A10G'; ~70 TF bf16 tensor (Baseten's table, recalled; "
                "NVIDIA publishes no A10G datasheet); 22888 MiB: SkyPilot AWS catalog"),
-    GPU("A10", 24 * 1.073741824, 125.0, 600, "PCIe Gen4 x16", 32, aliases=("a10-24gb",),
-        source="125 TF dense bf16, 600 GB/s, 24 GB: NVIDIA A10 datasheet via astroC86/gpu-datasheet"),
+    GPU("A10", 22888 * _MIB, 125.0, 600, "PCIe Gen4 x16", 32, aliases=("a10-24gb",),
+        source="125 TF dense bf16, 600 GB/s, 24 GB: NVIDIA A10 datasheet via astroC86/gpu-datasheet; usable "
+               "memory taken as the A10G's 22888 MiB (same 24 GB GDDR6 board memory)"),
     GPU("L40S", 45776 * _MIB, 362.05, 864, "PCIe Gen4 x16", 32, aliases=("l40s-48gb",),
         source="362 TF dense bf16 (733 sparse), 864 GB/s: NVIDIA L40S datasheet (recalled, not in a stored source); "
                "45776 MiB: SkyPilot AWS catalog"),
