@@ -20,9 +20,12 @@ LAUNCH_OPTIONS = ("cloud", "gpu", "nodes", "spot", "region", "dry_run", "as_json
 
 
 def _console(stderr: bool = False):
+    """Rich console; when output is not a terminal, wide enough that tables do not wrap mid-word."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 140
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 class Cli(click.Group):
@@ -39,7 +42,7 @@ class Cli(click.Group):
         try:
             return super().invoke(ctx)
         except errors.UserError as exc:
-            _console(stderr=True).print(f"[bold red]error:[/] {_escape(exc.render())}")
+            click.echo(click.style("error: ", fg="red", bold=True) + exc.render(), err=True)
             ctx.exit(exc.exit_code)
 
 
@@ -176,18 +179,11 @@ def show_dry_run(prepared: Prepared, as_json: bool) -> None:
 
 
 def print_plan(console: Any, plan: Any) -> None:
-    """The offers table and the choice; the estimator's richer table when it is available."""
-    try:
-        from ftlaunch import plan_cli
-    except ImportError:
-        plan_cli = None
-    if plan_cli is not None and hasattr(plan_cli, "print_plan"):
-        plan_cli.print_plan(console, plan)
-        return
-    o = plan.offer
-    console.print(f"[bold]Plan[/] {plan.job_name}: {plan.spec.task.value} with {plan.spec.technique.value} "
-                  f"on {plan.spec.model}")
-    console.print(f"  target {o.cloud}, {o.instance}, {o.gpus} x {o.gpu or 'CPU'}; {plan.why}")
+    """The offers table (target, instance, GPUs, $/h, hours, total $, peak GB/GPU, fits) and the choice."""
+    from ftlaunch import plan_cli
+
+    console.print(f"[bold]job[/] {plan.job_name}")
+    plan_cli.print_plan(console, plan)
 
 
 def submit(prepared: Prepared, follow: bool, as_json: bool) -> None:
@@ -468,19 +464,15 @@ def completion(shell: str) -> None:
     click.echo(comp.source())
 
 
-def _add_planning_commands() -> None:
-    """The estimator's commands (estimate, gpus, recommend, prices) live in plan_cli; added when present."""
-    try:
-        from ftlaunch import plan_cli
-    except ImportError:
-        return
-    for name in ("estimate", "gpus", "recommend", "prices"):
-        command = getattr(plan_cli, name, None)
-        if isinstance(command, click.Command):
-            main_group.add_command(command, name)
+def _add_commands() -> None:
+    """Commands that live beside their logic: planning (estimate, gpus, recommend, prices)."""
+    from ftlaunch import plan_cli
+
+    for command in (plan_cli.estimate, plan_cli.gpus, plan_cli.recommend, plan_cli.prices):
+        main_group.add_command(command)
 
 
-_add_planning_commands()
+_add_commands()
 
 
 def main() -> None:
