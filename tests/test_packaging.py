@@ -1,0 +1,47 @@
+"""The wheel carries every package and its data files, and works when installed outside the checkout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(out), str(REPO)], check=True, capture_output=True)
+    [whl] = out.glob("ftlaunch-*.whl")
+    return whl
+
+
+def test_wheel_lists_packages_and_data(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for required in ("ftlaunch/cli.py", "ftlaunch/backends/local/backend.py", "ftlaunch/backends/local/supervise.py",
+                     "ftlaunch/containers/trainer/__main__.py", "ftlaunch/templates/specs/instruction.yaml.j2"):
+        assert required in names, required
+    assert any(n.startswith("ftlaunch/catalog/data/") and n.endswith(".csv") for n in names)
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "ftlaunch = ftlaunch.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_installed_wheel_runs_from_its_own_files(wheel, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)
+    code = ("import ftlaunch, sys\n"
+            "from ftlaunch import cli, starters\n"
+            "assert ftlaunch.__file__.startswith(sys.argv[1]), ftlaunch.__file__\n"
+            "starters.render(use_case='chat', size='small')\n"
+            "cli.main_group(['techniques'], standalone_mode=False)\n")
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, env=env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "lora" in proc.stdout
