@@ -102,11 +102,14 @@ def _optimize(spec: Spec) -> str:
 def _local(spec: Spec, name: str) -> Plan:
     job_dir = jobs.home() / "jobs" / name
     output_uri = str(Path(spec.output.path) / name if spec.output.path else job_dir / "outputs")
+    estimate = _local_estimate(spec)
+    peak = estimate["memory"]["peak_gb"] if estimate else None
     offer = Offer(cloud="local", instance="this machine", gpu=spec.resources.gpu, gpus=spec.resources.gpus,
-                  price_per_hour=0.0, note="runs on the launching machine")
+                  price_per_hour=0.0, cost=(0.0, 0.0), peak_gb_per_gpu=peak, fits=estimate and estimate["fits"],
+                  note="runs on the launching machine")
     return Plan(spec=spec, job_name=name, cloud="local", offer=offer, offers=[offer], output_uri=output_uri,
                 max_runtime_s=spec.resources.max_runtime, why="--cloud local runs here at no charge",
-                estimate=_local_estimate(spec), context={"python": sys.executable, "job_dir": str(job_dir)})
+                estimate=estimate, context={"python": sys.executable, "job_dir": str(job_dir)})
 
 
 def _local_estimate(spec: Spec) -> dict[str, Any] | None:
@@ -120,7 +123,7 @@ def _local_estimate(spec: Spec) -> dict[str, Any] | None:
     world = max(1, spec.resources.gpus) * spec.resources.nodes
     mem = estimator.memory(shape, w, world)
     return {"model": shape.name, "params": shape.params, "size_class": shape.size_class,
-            "memory": mem.to_json(), "gpu": gpu.name if gpu else None,
+            "technique": spec.technique.value, "memory": mem.to_json(), "gpu": gpu.name if gpu else None,
             "fits": estimator.fits(mem, gpu) if gpu else None}
 
 

@@ -120,10 +120,13 @@ def print_plan(console: Any, p: plan.Plan, max_rows: int = 20) -> None:
 
     est = p.estimate or {}
     if est:
-        tokens = est.get("tokens") or {}
-        console.print(f"[bold]{est.get('model')}[/]: {est.get('params', 0) / 1e9:.2f}B parameters "
-                      f"({est.get('size_class')}), technique {est.get('technique')}; tokens per epoch "
-                      f"{tokens.get('low', 0):,.0f}-{tokens.get('high', 0):,.0f} ({tokens.get('how', '')})")
+        tokens = est.get("tokens")
+        line = (f"[bold]{est.get('model')}[/]: {est.get('params', 0) / 1e9:.2f}B parameters "
+                f"({est.get('size_class')}), technique {est.get('technique')}")
+        if tokens:
+            line += (f"; tokens per epoch {tokens.get('low', 0):,.0f}-{tokens.get('high', 0):,.0f}"
+                     f" ({tokens.get('how', '')})")
+        console.print(line)
     table = Table(show_lines=False, title="offers (best first)")
     for col, justify in (("target", "left"), ("instance", "left"), ("GPUs", "right"), ("$/h", "right"),
                          ("hours", "right"), ("total $", "right"), ("peak GB/GPU", "right"), ("fits", "center")):
@@ -131,11 +134,12 @@ def print_plan(console: Any, p: plan.Plan, max_rows: int = 20) -> None:
     rows = offers_table(p)
     for row in rows[:max_rows]:
         mark = "[bold green]*[/] " if row["chosen"] else ""
-        hours = row["hours"] or [0, 0]
-        cost = row["total_usd"] or [0, 0]
+        hours, cost = row["hours"], row["total_usd"]
         table.add_row(mark + row["target"], row["instance"] + (" (spot)" if row["spot"] else ""),
-                      f"{row['gpus']} x {row['gpu']}", f"{row['usd_per_hour']:,.2f}",
-                      f"{hours[0]:.2f}-{hours[1]:.2f}", f"{cost[0]:,.2f}-{cost[1]:,.2f}",
+                      f"{row['gpus']} x {row['gpu']}" if row["gpu"] else "CPU",
+                      f"{row['usd_per_hour']:,.2f}",
+                      f"{hours[0]:.2f}-{hours[1]:.2f}" if hours else "-",
+                      f"{cost[0]:,.2f}-{cost[1]:,.2f}" if cost else "-",
                       f"{row['peak_gb_per_gpu']:.1f}" if row["peak_gb_per_gpu"] is not None else "?",
                       "yes" if row["fits"] else "[red]no[/]" if row["fits"] is False else "?")
     console.print(table)
