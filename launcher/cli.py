@@ -451,6 +451,46 @@ def _money(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+# ---------------------------------------------------------------- bench
+
+@main_group.command(name="bench")
+@click.argument("spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
+@click.option("--techniques", help="Comma-separated techniques (default: the spec's bench.techniques, "
+              "else every technique the task supports).")
+@click.option("--cloud", "clouds", help="Comma-separated targets to compare too (default: the spec's cloud).")
+@click.option("--gpu", "gpus", help="Comma-separated GPU types to compare too.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec value.")
+@click.option("--out", type=click.Path(file_okay=False), help="Bench folder (default: ./bench-<name>); "
+              "running again resumes it.")
+def bench_command(spec_path: str | None, techniques: str | None, clouds: str | None, gpus: str | None,
+                  overrides: tuple[str, ...], out: str | None) -> None:
+    """Run SPEC once per technique and write a report: quality, trainable parameters, memory, time, cost."""
+    from ftlaunch import bench, bench_report
+
+    console = _console()
+    runner, rows = bench.run(spec_path or _default_spec(), techniques=_split(techniques), clouds=_split(clouds),
+                             gpus=_split(gpus), overrides=overrides, out=out,
+                             on_event=lambda message: console.print(f"[dim]bench[/] {_escape(message)}"))
+    paths = bench_report.write(runner, rows)
+    from rich.table import Table
+
+    table = Table(box=None)
+    for col in bench_report.COLUMNS:
+        table.add_column(col)
+    for row in bench_report.table_rows(rows):
+        table.add_row(*[_escape(c) for c in row])
+    console.print(table)
+    console.print(f"report: {paths['markdown']}\n        {paths['html']}")
+    failed = [r["cell"] for r in rows if r["state"] != "SUCCEEDED"]
+    if failed:
+        console.print(f"[yellow]{len(failed)} cell(s) did not succeed[/]: {', '.join(failed)}; "
+                      f"run the same command again to retry them (finished cells are kept).")
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
 # ---------------------------------------------------------------- shell completion
 
 @main_group.command()

@@ -89,8 +89,9 @@ TECHNIQUE_ARGS: dict[Technique, type[_Strict]] = {
 # ---------------------------------------------------------------- task settings
 
 class SftArgs(_Strict):
-    chat_template: str | None = Field(None, description="a Jinja chat template to use when the tokenizer has none")
-    packing: bool = False
+    chat_template: str | None = Field(None, description="chat template to use when the tokenizer has none: "
+                                      "a name (chatml, zephyr) or Jinja text")
+    packing: bool = Field(False, description="pack rows into padding-free batches (faster on mixed lengths)")
     sample_prompts: list[str] = Field(default_factory=list,
                                       description="prompts answered before and after training, saved in summary.json")
 
@@ -108,16 +109,26 @@ class RewardArgs(_Strict):
 
 
 class DpoArgs(_Strict):
-    beta: float = Field(0.1, gt=0)
-    loss_type: str = "sigmoid"
+    beta: float = Field(0.1, gt=0, description="strength of the pull towards the starting model")
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero",
+                       "apo_down", "exo_pair", "discopop", "sft"] = "sigmoid"
 
 
 class RlArgs(_Strict):
     reward_model: str | None = Field(None, description="folder of a reward model trained with task: reward")
     reward_function: str | None = Field(None, description="python reward function, 'module:function'")
-    num_generations: int = Field(4, ge=2)
+    algorithm: Literal["grpo", "rloo"] = Field("grpo", description="GRPO or RLOO (trl)")
+    num_generations: int = Field(4, ge=2, description="completions per prompt; batch_size must be a multiple")
     max_completion_length: int = Field(64, ge=1)
-    beta: float = Field(0.0, ge=0)
+    beta: float = Field(0.0, ge=0, description="KL penalty against the starting model (0: none)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of the completions")
+
+    @pydantic.model_validator(mode="after")
+    def _one_reward(self) -> "RlArgs":
+        if not self.reward_model and not self.reward_function:
+            raise ValueError("task rl needs a reward: set reward_model (a task: reward output folder) "
+                             "or reward_function ('module:function')")
+        return self
 
 
 TASK_ARGS: dict[Task, type[_Strict]] = {
@@ -228,6 +239,16 @@ class Tracking(_Strict):
     project: str | None = None
 
 
+class Bench(_Strict):
+    """How `ftlaunch bench` varies this spec: which techniques, and settings per technique."""
+
+    techniques: list[Technique] | None = Field(None, description="default: every technique the task supports")
+    technique_args: dict[Technique, dict[str, Any]] = Field(
+        default_factory=dict, description="technique -> its technique_args for the bench, e.g. {prompt: {num_virtual_tokens: 16}}")
+    learning_rates: dict[Technique, float] = Field(
+        default_factory=dict, description="technique -> learning rate; default: each technique's own default")
+
+
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 # beginnings of well-known credential values (AWS key ids, Hugging Face, OpenAI, GitHub, Slack tokens)
 _VALUE_PREFIXES = ("AKIA", "ASIA", "HF_", "SK-", "GHP_", "GITHUB_PAT_", "XOX")
@@ -250,6 +271,7 @@ class Spec(_Strict):
     tracking: Tracking = Field(default_factory=Tracking)
     secrets: list[str] = Field(default_factory=list,
                                description="names of secrets (environment variables) the job may read; never values")
+    bench: Bench = Field(default_factory=Bench, description="used only by `ftlaunch bench`")
     base_dir: str | None = Field(None, description="set by the loader: the spec file's folder, for relative paths")
 
     @pydantic.field_validator("secrets")
@@ -358,6 +380,13 @@ def validate(data: dict[str, Any], source: str = "<spec>", lines: dict[tuple, in
             model.model_validate(getattr(spec, section))
         except pydantic.ValidationError as exc:
             problems += _problems(exc, source, lines, model, prefix=(section,), owner=f"{key.value}")
+    for technique, args in spec.bench.technique_args.items():
+        model = TECHNIQUE_ARGS[technique]
+        try:
+            model.model_validate(args)
+        except pydantic.ValidationError as exc:
+            problems += _problems(exc, source, lines, model, prefix=("bench", "technique_args", technique.value),
+                                  owner=technique.value)
     if problems:
         raise errors.UserError(f"{source}: the spec is not valid ({len(problems)} problem"
                                f"{'s' if len(problems) > 1 else ''}).", problems=problems)
@@ -457,8 +486,8 @@ def _explain(err: dict, loc: tuple, model: type[BaseModel], prefix: tuple, owner
         key = str(loc[-1])
         known = _fields_at(model, loc[len(prefix):-1])
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-        where = f" for technique '{owner}'" if prefix == ("technique_args",) else \
-            f" for task '{owner}'" if prefix == ("task_args",) else ""
+        where = f" for task '{owner}'" if prefix == ("task_args",) else \
+            f" for technique '{owner}'" if prefix and "technique_args" in prefix else ""
         message = f"unknown key '{key}'{where}"
         if close:
             return message + f"; did you mean '{close[0]}'?", f"rename '{key}' to '{close[0]}'"
