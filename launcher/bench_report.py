@@ -245,6 +245,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
 table {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.85rem; }}
 th, td {{ border: 1px solid #ccc; padding: 0.3rem 0.5rem; text-align: right; }}
 th {{ background: #f0f0f0; }} td:first-child, td:nth-child(2) {{ text-align: left; }}
+#use-cases td, #use-cases th {{ text-align: left; }}
 figure {{ display: inline-block; margin: 0.5rem; }} img {{ width: 520px; border: 1px solid #ddd; }}
 .rec {{ background: #eef6ee; padding: 0.6rem; border-left: 4px solid #3a3; }}
 </style></head><body>
