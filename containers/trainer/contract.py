@@ -23,13 +23,16 @@ def paths(env: Mapping[str, str]) -> Paths:
     """Where this job reads and writes, from its environment."""
     if "SM_MODEL_DIR" in env or "SM_TRAINING_ENV" in env:
         provider = "sagemaker"
-        output = env.get("SM_MODEL_DIR", "/opt/ml/model")
-        checkpoint = "/opt/ml/checkpoints"
+        base = env.get("SAGEMAKER_BASE_DIR", "/opt/ml")  # relocated by sagemaker-training-toolkit's variable
+        output = env.get("SM_MODEL_DIR", f"{base}/model")
+        checkpoint = f"{base}/checkpoints"  # CheckpointConfig.LocalPath, synced with its S3Uri
         data = env.get("SM_CHANNEL_TRAIN")
     elif "AIP_MODEL_DIR" in env:
         provider = "vertex"
-        output = env["AIP_MODEL_DIR"]
-        checkpoint = env.get("AIP_CHECKPOINT_DIR", output.rstrip("/") + "/../checkpoints")
+        # Vertex mounts every bucket under /gcs (Cloud Storage FUSE); AIP_* are gs:// URIs
+        mount = env.get("FTLAUNCH_GCS_MOUNT", "/gcs")
+        output = gcs_fuse_path(env["AIP_MODEL_DIR"], mount)
+        checkpoint = gcs_fuse_path(env.get("AIP_CHECKPOINT_DIR", output.rstrip("/") + "/../checkpoints"), mount)
         data = None
     elif "AZUREML_RUN_ID" in env:
         provider = "azureml"
@@ -52,3 +55,8 @@ def paths(env: Mapping[str, str]) -> Paths:
         data_dir=env.get("FTLAUNCH_DATA_DIR", data),
         provider=provider,
     )
+
+
+def gcs_fuse_path(uri: str, mount: str = "/gcs") -> str:
+    """gs://bucket/path -> /gcs/bucket/path, where Vertex AI mounts Cloud Storage; other paths unchanged."""
+    return mount.rstrip("/") + "/" + uri[len("gs://"):] if uri.startswith("gs://") else uri

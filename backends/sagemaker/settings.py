@@ -1,0 +1,42 @@
+"""SageMaker settings (role, bucket, image registry, secret ids), read at plan time from the environment
+and $FTLAUNCH_HOME/config.yaml (section `sagemaker:`), so that render() stays pure.
+
+    sagemaker:                      # each key also has an environment variable, which wins
+      role: arn:aws:iam::123456789012:role/ftlaunch-sagemaker     # FTLAUNCH_SAGEMAKER_ROLE
+      bucket: my-ml-bucket                                        # FTLAUNCH_S3_BUCKET
+      registry: 123456789012.dkr.ecr.us-east-1.amazonaws.com      # FTLAUNCH_ECR_REGISTRY
+      secrets: {HF_TOKEN: "arn:aws:secretsmanager:...:secret:hf-token"}   # default id: the name itself
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ftlaunch import __version__
+from ftlaunch.backends import base
+
+TABLE = {  # context key: (environment variable, default)
+    "role_arn": ("FTLAUNCH_SAGEMAKER_ROLE", None),
+    "bucket": ("FTLAUNCH_S3_BUCKET", None),
+    "prefix": ("FTLAUNCH_S3_PREFIX", "ftlaunch"),
+    "registry": ("FTLAUNCH_ECR_REGISTRY", None),
+    "image": ("FTLAUNCH_SAGEMAKER_IMAGE", None),  # a full image URI; overrides registry and tag
+    "image_tag": ("FTLAUNCH_IMAGE_TAG", __version__),
+    "volume_gb": ("FTLAUNCH_SAGEMAKER_VOLUME_GB", 100),
+}
+
+
+def resolve(spec: Any, job_name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The plan's context for --cloud sagemaker; unconfigured values become visible placeholders."""
+    ctx = base.settings("sagemaker", TABLE, env)
+    if not ctx["role_arn"]:
+        ctx["role_arn"] = "arn:aws:iam::000000000000:role/" + base.placeholder("FTLAUNCH_SAGEMAKER_ROLE")
+    if not ctx["bucket"]:
+        ctx["bucket"] = base.placeholder("FTLAUNCH_S3_BUCKET", lower=True)
+    if not ctx["registry"]:
+        ctx["registry"] = "000000000000.dkr.ecr.us-east-1.amazonaws.com/" + \
+            base.placeholder("FTLAUNCH_ECR_REGISTRY", lower=True)
+    ctx["volume_gb"] = int(ctx["volume_gb"])
+    ctx["prefix"] = str(ctx["prefix"]).strip("/")
+    ctx["inputs"] = base.local_inputs(spec)
+    return ctx

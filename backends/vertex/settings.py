@@ -1,0 +1,46 @@
+"""Vertex AI settings (project, bucket, service account, image registry, secret names), read at plan time
+from the environment and $FTLAUNCH_HOME/config.yaml (section `vertex:`), so that render() stays pure.
+
+    vertex:                         # each key also has an environment variable, which wins
+      project: my-project                                         # FTLAUNCH_GCP_PROJECT
+      bucket: my-ml-bucket                                        # FTLAUNCH_GCS_BUCKET
+      service_account: trainer@my-project.iam.gserviceaccount.com # FTLAUNCH_VERTEX_SERVICE_ACCOUNT
+      registry: us-central1-docker.pkg.dev/my-project/ftlaunch    # FTLAUNCH_ARTIFACT_REGISTRY
+      secrets: {HF_TOKEN: projects/my-project/secrets/hf-token/versions/3}  # default: <name>, latest
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ftlaunch import __version__
+from ftlaunch.backends import base
+
+TABLE = {  # context key: (environment variable, default)
+    "project": ("FTLAUNCH_GCP_PROJECT", None),
+    "bucket": ("FTLAUNCH_GCS_BUCKET", None),
+    "prefix": ("FTLAUNCH_GCS_PREFIX", "ftlaunch"),
+    "service_account": ("FTLAUNCH_VERTEX_SERVICE_ACCOUNT", None),  # unset: Vertex's default service agent
+    "registry": ("FTLAUNCH_ARTIFACT_REGISTRY", None),
+    "image": ("FTLAUNCH_VERTEX_IMAGE", None),  # a full image URI; overrides registry and tag
+    "image_tag": ("FTLAUNCH_IMAGE_TAG", __version__),
+    "boot_disk_gb": ("FTLAUNCH_VERTEX_DISK_GB", 100),
+}
+
+
+def resolve(spec: Any, job_name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The plan's context for --cloud vertex; unconfigured values become visible placeholders."""
+    import os
+
+    env = os.environ if env is None else env
+    ctx = base.settings("vertex", TABLE, env)
+    if not ctx["project"]:
+        ctx["project"] = env.get("GOOGLE_CLOUD_PROJECT") or base.placeholder("FTLAUNCH_GCP_PROJECT", lower=True)
+    if not ctx["bucket"]:
+        ctx["bucket"] = base.placeholder("FTLAUNCH_GCS_BUCKET", lower=True)
+    if not ctx["registry"]:
+        ctx["registry"] = "us-docker.pkg.dev/" + base.placeholder("FTLAUNCH_ARTIFACT_REGISTRY", lower=True)
+    ctx["boot_disk_gb"] = int(ctx["boot_disk_gb"])
+    ctx["prefix"] = str(ctx["prefix"]).strip("/")
+    ctx["inputs"] = base.local_inputs(spec)
+    return ctx
