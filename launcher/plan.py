@@ -107,9 +107,14 @@ def _local(spec: Spec, name: str) -> Plan:
     offer = Offer(cloud="local", instance="this machine", gpu=spec.resources.gpu, gpus=spec.resources.gpus,
                   price_per_hour=0.0, cost=(0.0, 0.0), peak_gb_per_gpu=peak, fits=estimate and estimate["fits"],
                   note="runs on the launching machine")
+    # the runtime (docker when an engine answers, else a process) is decided here, so render stays pure
+    from ftlaunch.backends.local import docker as local_docker
+
+    runtime = local_docker.plan_context(spec)
     return Plan(spec=spec, job_name=name, cloud="local", offer=offer, offers=[offer], output_uri=output_uri,
-                max_runtime_s=spec.resources.max_runtime, why="--cloud local runs here at no charge",
-                estimate=estimate, context={"python": sys.executable, "job_dir": str(job_dir)})
+                image=runtime.get("image"), max_runtime_s=spec.resources.max_runtime,
+                why=f"--cloud local runs here at no charge, {runtime['runtime_note']}", estimate=estimate,
+                context={"python": sys.executable, "job_dir": str(job_dir), **runtime})
 
 
 def _local_estimate(spec: Spec) -> dict[str, Any] | None:

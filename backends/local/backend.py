@@ -1,7 +1,8 @@
-"""LocalBackend: runs the shared trainer on this machine under a small supervisor process.
+"""LocalBackend: runs the shared trainer on this machine, in a container (docker.py) or as a process.
 
-The supervisor (`supervise.py`) starts the trainer in its own process group, copies its output to the
-job's log file, and writes exit.json when it ends, so any later shell can tell how the job finished.
+In the process runtime the supervisor (`supervise.py`) starts the trainer in its own process group,
+copies its output to the job's log file, and writes exit.json when it ends, so any later shell can tell
+how the job finished.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Iterator
 
 from ftlaunch import errors, manifest
 from ftlaunch.backends.base import Backend, Capability, JobHandle, JobRequest, JobStatus, State
+from ftlaunch.backends.local import docker as _docker
 from ftlaunch.backends.local import render as _render
 
 CANCEL_GRACE_S = 20.0
@@ -39,6 +41,8 @@ class LocalBackend(Backend):
 
     def submit(self, request: JobRequest) -> JobHandle:
         p = request.payload
+        if p.get("runtime") == "docker":
+            return _docker.submit(request, grace_s=int(self.grace_s))
         job_dir = Path(p["job_dir"])
         if (job_dir / "supervisor.json").exists():  # same job name submitted again: it already runs
             return self._handle(request)
@@ -69,6 +73,8 @@ class LocalBackend(Backend):
                          extra={"log_file": p["log_file"], "runtime": p["runtime"]})
 
     def status(self, handle: JobHandle) -> JobStatus:
+        if handle.extra.get("runtime") == "docker":
+            return _docker.status(handle)
         job_dir = Path(handle.provider_id)
         exit_file = job_dir / "exit.json"
         if exit_file.exists():
@@ -89,6 +95,9 @@ class LocalBackend(Backend):
                          "(the machine restarted or it was killed)")
 
     def logs(self, handle: JobHandle, follow: bool = False) -> Iterator[str]:
+        if handle.extra.get("runtime") == "docker":
+            yield from _docker.logs(handle, follow)
+            return
         path = Path(handle.extra["log_file"])
         while not path.exists():
             if not follow or self.status(handle).state.done:
@@ -107,6 +116,8 @@ class LocalBackend(Backend):
                 time.sleep(0.2)
 
     def cancel(self, handle: JobHandle) -> None:
+        if handle.extra.get("runtime") == "docker":
+            return _docker.cancel(handle, grace_s=int(self.grace_s))
         job_dir = Path(handle.provider_id)
         sup = _read_json(job_dir / "supervisor.json")
         if sup is None or (job_dir / "exit.json").exists() or not _alive(sup["pid"], sup.get("start_ticks")):
@@ -122,6 +133,7 @@ class LocalBackend(Backend):
         _signal_group(pgid, signal.SIGKILL)
 
     def fetch(self, handle: JobHandle, dest: Path) -> Path:
+        """Both runtimes write to a host folder (the container's output volume): copy it and verify."""
         source = Path(handle.output_uri)
         if not (source / manifest.NAME).exists():
             state = self.status(handle)

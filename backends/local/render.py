@@ -1,4 +1,6 @@
-"""Turns a plan into the local job request: the trainer's command line, environment and folders. Pure."""
+"""Turns a plan into the local job request: the trainer's command line, environment and folders. Pure.
+
+The plan's context says which runtime planning chose: a process (here) or a container (docker.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,10 @@ TRAINER_MODULE = "ftlaunch.containers.trainer"
 
 
 def render(plan: Any) -> JobRequest:
+    if plan.context.get("runtime") == "docker":
+        from ftlaunch.backends.local import docker
+
+        return docker.render(plan)
     job_dir = Path(plan.context["job_dir"])
     payload = {
         "runtime": "process",

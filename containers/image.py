@@ -1,0 +1,300 @@
+"""The job image: its Dockerfile, its build context, its content-addressed tag, and building it only when needed.
+
+One image serves every backend: a PyTorch base (a build argument), the trainer's locked requirements,
+the ftlaunch sources the trainer imports, a non-root user, the trainer as entrypoint. Its tag is a hash
+of the rendered Dockerfile, requirements.lock and those sources (plus any build option that changes
+the context), so an unchanged relaunch finds the tag (locally or in the registry) and builds nothing.
+
+    python -m ftlaunch.containers.image lock       # rewrite containers/requirements.lock from this venv
+    python -m ftlaunch.containers.image dockerfile # print the Dockerfile
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Callable, Mapping
+
+REPOSITORY = "ftlaunch-trainer"
+UID = 10001
+DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime"
+# The clouds' own prebuilt PyTorch training images, by short name (`--base sagemaker`). Examples current
+# when written; each provider lists newer ones (see docs/docker.md).
+BASE_IMAGES = {
+    "pytorch": DEFAULT_BASE_IMAGE,
+    "sagemaker": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8.0-gpu-py312-cu129-ubuntu22.04-sagemaker",
+    "vertex": "us-docker.pkg.dev/vertex-ai/training/pytorch-gpu.2-4.py310:latest",
+    "azureml": "mcr.microsoft.com/azureml/curated/acpt-pytorch-2.2-cuda12.1:latest",
+}
+LOCK_FILE = "requirements.lock"
+# The ftlaunch packages the trainer imports, shipped as .py sources (backends and templates stay out).
+SHIPPED_PACKAGES = ("ftlaunch", "ftlaunch.containers")
+# Distributions the base image provides: torch and what only torch needs (its CUDA libraries, triton).
+FROM_BASE = ("torch",)
+# Which extras of the ftlaunch distribution the trainer needs, besides its core dependencies.
+TRAIN_EXTRA = "train"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+    """What the image is built from. Anything that changes the build context is part of the tag."""
+
+    base_image: str = DEFAULT_BASE_IMAGE
+    repository: str = REPOSITORY
+    ca_bundle: str | None = None  # a CA bundle copied in so pip trusts an intercepting proxy
+    wheelhouse: str | None = None  # a folder of wheels: install from it, with no package index
+    network: str | None = None  # the build's network (`host` where the engine has no bridge)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def options_from_env(env: Mapping[str, str], **overrides: str | None) -> BuildOptions:
+    """Build options from FTLAUNCH_BASE_IMAGE, FTLAUNCH_BUILD_CA, FTLAUNCH_WHEELHOUSE, FTLAUNCH_BUILD_NETWORK,
+    then explicit overrides (None leaves a value as it is)."""
+    values = {
+        "base_image": resolve_base(env.get("FTLAUNCH_BASE_IMAGE") or DEFAULT_BASE_IMAGE),
+        "ca_bundle": env.get("FTLAUNCH_BUILD_CA") or None,
+        "wheelhouse": env.get("FTLAUNCH_WHEELHOUSE") or None,
+        "network": env.get("FTLAUNCH_BUILD_NETWORK") or None,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["base_image"] = resolve_base(values["base_image"])
+    for key in ("ca_bundle", "wheelhouse"):
+        if values[key]:
+            values[key] = str(Path(values[key]).expanduser().resolve())
+    return BuildOptions(**values)
+
+
+def resolve_base(name: str) -> str:
+    """A short name from BASE_IMAGES (pytorch, sagemaker, vertex, azureml) or any image reference."""
+    return BASE_IMAGES.get(name, name)
+
+
+# ---------------------------------------------------------------------------- Dockerfile and context
+
+def dockerfile(options: BuildOptions) -> str:
+    from ftlaunch import templates
+
+    return templates.render("Dockerfile.j2", base_image=options.base_image, uid=UID,
+                            ca_bundle=bool(options.ca_bundle), wheelhouse=bool(options.wheelhouse))
+
+
+def lock_text() -> str:
+    return resources.files(__package__).joinpath(LOCK_FILE).read_text(encoding="utf-8")
+
+
+def context_files(options: BuildOptions) -> dict[str, Path | bytes]:
+    """Every file of the build context: its path in the context -> a file to copy or the bytes to write."""
+    files: dict[str, Path | bytes] = {
+        "Dockerfile": dockerfile(options).encode(),
+        LOCK_FILE: lock_text().encode(),
+    }
+    for rel, path in trainer_sources().items():
+        files[f"ftlaunch/{rel}"] = path
+    if options.ca_bundle:
+        files["ca.crt"] = Path(options.ca_bundle)
+    if options.wheelhouse:
+        for wheel in sorted(Path(options.wheelhouse).glob("*.whl")):
+            files[f"wheels/{wheel.name}"] = wheel
+    return files
+
+
+def trainer_sources() -> dict[str, Path]:
+    """The .py files of the shipped ftlaunch packages, keyed by their path inside the `ftlaunch` package.
+    Works for an editable install (launcher/, containers/ apart) and a wheel (all under ftlaunch/)."""
+    subpackages = {name: _package_dir(name) for name in
+                   ("ftlaunch.backends", "ftlaunch.containers", "ftlaunch.templates")}
+    out: dict[str, Path] = {}
+    for name in SHIPPED_PACKAGES:
+        root = _package_dir(name)
+        prefix = name.split(".", 1)[1] + "/" if "." in name else ""
+        others = [d for n, d in subpackages.items() if n != name and d != root]
+        for path in sorted(root.rglob("*.py")):
+            if "__pycache__" in path.parts or any(d in path.parents for d in others):
+                continue
+            out[prefix + path.relative_to(root).as_posix()] = path
+    return out
+
+
+def content_tag(options: BuildOptions) -> str:
+    """16 hex digits of sha256 over the build context (the Dockerfile, requirements.lock, the sources and
+    the build options' files). Wheels count by name and size: a wheel's name pins its content."""
+    digest = hashlib.sha256()
+    for rel, source in sorted(context_files(options).items()):
+        digest.update(rel.encode() + b"\0")
+        if isinstance(source, bytes):
+            digest.update(hashlib.sha256(source).digest())
+        elif rel.startswith("wheels/"):
+            digest.update(f"{source.stat().st_size}".encode())
+        else:
+            digest.update(hashlib.sha256(source.read_bytes()).digest())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def local_ref(options: BuildOptions, tag: str | None = None) -> str:
+    return f"{options.repository}:{tag or content_tag(options)}"
+
+
+def remote_ref(registry: str, options: BuildOptions, tag: str | None = None) -> str:
+    """`registry` is a host with an optional path: 123.dkr.ecr.us-east-1.amazonaws.com, 127.0.0.1:5000/ml."""
+    return f"{registry.rstrip('/')}/{local_ref(options, tag)}"
+
+
+def assemble(options: BuildOptions, dest: Path) -> Path:
+    """Writes the build context into dest (created empty) and returns it."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel, source in context_files(options).items():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(source, bytes):
+            target.write_bytes(source)
+        elif rel.startswith("wheels/"):
+            try:
+                os.link(source, target)  # wheels are large; a hard link costs nothing where it works
+            except OSError:
+                shutil.copyfile(source, target)
+        else:
+            shutil.copyfile(source, target)
+    return dest
+
+
+# ---------------------------------------------------------------------------- build only when needed
+
+@dataclasses.dataclass
+class Outcome:
+    """What ensure() did: the reference to use, and whether it built, pulled or pushed anything."""
+
+    ref: str
+    tag: str
+    built: bool = False
+    pushed: bool = False
+    pulled: bool = False
+    found: str | None = None  # "local" or "registry" when the tag already existed there
+
+
+def ensure(engine, options: BuildOptions, *, registry: str | None = None, need_local: bool = True,
+           tag: str | None = None, on_line: Callable[[str], None] | None = None) -> Outcome:
+    """Makes the image available: locally (need_local, for a run here) and/or in `registry` (for a cloud).
+
+    Builds only when the content tag is in neither place; pushes only when the registry lacks it;
+    pulls only when a local run needs what only the registry has."""
+    tag = tag or content_tag(options)
+    local = local_ref(options, tag)
+    remote = remote_ref(registry, options, tag) if registry else None
+    outcome = Outcome(ref=remote or local, tag=tag)
+    has_local = engine.image_exists(local)
+    if remote is not None and engine.remote_exists(remote):
+        outcome.found = "registry"
+        if need_local and not has_local:
+            engine.pull(remote)
+            engine.tag(remote, local)
+            outcome.pulled = True
+        if not need_local:
+            return outcome
+        outcome.ref = local
+        return outcome
+    if has_local:
+        outcome.found = "local"
+    else:
+        build(engine, options, tag, on_line=on_line)
+        outcome.built = True
+    if remote is not None:
+        engine.tag(local, remote)
+        engine.push(remote, on_line=on_line)
+        outcome.pushed = True
+    if need_local:
+        outcome.ref = local if remote is None else outcome.ref
+    return outcome
+
+
+def build(engine, options: BuildOptions, tag: str | None = None,
+          on_line: Callable[[str], None] | None = None) -> str:
+    """Assembles the context in a temporary folder and builds `repository:tag`; returns the reference."""
+    tag = tag or content_tag(options)
+    ref = local_ref(options, tag)
+    with tempfile.TemporaryDirectory(prefix="ftlaunch-image-") as tmp:
+        context = assemble(options, Path(tmp) / "context")
+        engine.build(context, ref, network=options.network, on_line=on_line,
+                     labels={"ftlaunch.content-tag": tag, "ftlaunch.base-image": options.base_image})
+    return ref
+
+
+# ---------------------------------------------------------------------------- the lock file
+
+def lock_requirements(extra: str = TRAIN_EXTRA, distribution: str = "ftlaunch") -> str:
+    """requirements.lock text: every distribution that ftlaunch's core and `extra` need, pinned to the
+    version installed here, with its whole dependency closure, except torch and what only torch needs."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    env = default_environment()
+    roots = []
+    for text in metadata.requires(distribution) or []:
+        req = Requirement(text)
+        if req.marker is None or req.marker.evaluate({**env, "extra": ""}) or \
+                req.marker.evaluate({**env, "extra": extra}):
+            roots.append(req)
+    pinned: dict[str, str] = {}
+    seen: set[tuple[str, frozenset]] = set()
+    stack = list(roots)
+    while stack:
+        req = stack.pop()
+        name = canonicalize_name(req.name)
+        key = (name, frozenset(req.extras))
+        if key in seen or name in FROM_BASE:
+            continue
+        seen.add(key)
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            raise SystemExit(f"{req.name} is not installed here; install ftlaunch[{extra}] first")
+        pinned[name] = dist.version
+        wanted_extras = {"", *req.extras}  # a dependency's own extras (fsspec[http]) bring theirs
+        for text in dist.requires or []:
+            child = Requirement(text)
+            if child.marker is None or any(child.marker.evaluate({**env, "extra": e}) for e in wanted_extras):
+                stack.append(child)
+    lines = [f"# The trainer's requirements, pinned: ftlaunch's dependencies and its [{extra}] extra with",
+             "# their whole closure, as installed when generated. torch is not here: the base image brings",
+             f"# it. Regenerate: python -m ftlaunch.containers.image lock  (Python {sys.version.split()[0]})"]
+    lines += [f"{name}=={version}" for name, version in sorted(pinned.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.submodule_search_locations, name
+    return Path(list(spec.submodule_search_locations)[0]).resolve()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    command = args[0] if args else ""
+    if command == "lock":
+        path = Path(__file__).with_name(LOCK_FILE)
+        path.write_text(lock_requirements())
+        print(f"wrote {path}")
+        return 0
+    if command == "dockerfile":
+        print(dockerfile(options_from_env(os.environ)), end="")
+        return 0
+    if command == "tag":
+        print(local_ref(options_from_env(os.environ)))
+        return 0
+    print("usage: python -m ftlaunch.containers.image lock|dockerfile|tag", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
