@@ -120,3 +120,85 @@ def train_eval(ds: Any, eval_split: float | str, seed: int, eval_ds: Any = None)
         return ds, None
     parts = ds.train_test_split(test_size=eval_split, seed=seed)
     return parts["train"], parts["test"]
+
+
+# Chat templates by name, for models whose tokenizer has none (task_args.chat_template: chatml). The
+# {% generation %} tags mark assistant tokens, so the loss can be taken on them alone.
+CHAT_TEMPLATES = {
+    "chatml": (
+        "{% for message in messages %}"
+        "{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}{% generation %}"
+        "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+        "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"),
+    "zephyr": (
+        "{% for message in messages %}"
+        "{% if message['role'] == 'assistant' %}{{ '<|assistant|>\n' }}{% generation %}"
+        "{{ message['content'] + eos_token }}{% endgeneration %}{{ '\n' }}"
+        "{% else %}{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"),
+}
+
+
+def chat_template(value: str | None) -> str | None:
+    """A named template (chatml, zephyr) or the Jinja text itself."""
+    if value is None:
+        return None
+    return CHAT_TEMPLATES.get(value.strip().lower(), value)
+
+
+def to_text(ds: Any, fmt: str) -> Any:
+    """Continued-pretraining rows: one `text` column (other formats are joined into plain text)."""
+    if fmt == "text":
+        return ds.select_columns(["text"]).filter(lambda r: bool(r["text"] and r["text"].strip()))
+    if fmt == "alpaca":
+        return ds.map(lambda r: {"text": "\n\n".join(str(r[c]) for c in ("instruction", "input", "output")
+                                                     if r.get(c))}, remove_columns=ds.column_names)
+    if fmt == "prompt_completion":
+        return ds.map(lambda r: {"text": f"{r['prompt']}{r['completion']}"}, remove_columns=ds.column_names)
+    raise errors.UserError(f"task cpt trains on raw text; '{fmt}' data has no text column.",
+                           hint="use a .txt file or a jsonl/csv with a `text` column (map yours with dataset.columns)")
+
+
+def to_classification(ds: Any, labels: list[str] | None) -> tuple[Any, list[str]]:
+    """Rows with `text` and an integer `label`; label names from the spec, else the sorted distinct values."""
+    if "text" not in ds.column_names or "label" not in ds.column_names:
+        raise errors.UserError("task classification needs a `text` and a `label` column.",
+                               hint="map yours with dataset.columns, e.g. {text: review, label: sentiment}")
+    values = [str(v) for v in ds["label"]]
+    names = [str(n) for n in labels] if labels else sorted(set(values))
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted(set(values) - set(index))
+    if unknown:
+        raise errors.UserError(f"labels {', '.join(unknown[:5])} are not in task_args.labels.",
+                               hint=f"add them to task_args.labels (now: {', '.join(names)})")
+    ds = ds.map(lambda r: {"label_id": index[str(r["label"])]}, remove_columns=["label"])
+    return ds.rename_column("label_id", "label").select_columns(["text", "label"]), names
+
+
+def to_preference(ds: Any) -> Any:
+    """Rows with chosen and rejected (and the prompt, when the data has one)."""
+    for column in ("chosen", "rejected"):
+        if column not in ds.column_names:
+            raise errors.UserError(f"preference data needs `chosen` and `rejected` columns; `{column}` is missing.",
+                                   hint="map yours with dataset.columns, e.g. {chosen: good, rejected: bad}")
+    keep = [c for c in ("prompt", "chosen", "rejected") if c in ds.column_names]
+    return ds.select_columns(keep)
+
+
+def to_prompts(ds: Any, fmt: str, chat: bool) -> Any:
+    """Prompts for policy optimisation: a `prompt` column (conversational when the tokenizer has a chat template)."""
+    if "prompt" in ds.column_names:
+        rows = ds.select_columns(["prompt"])
+    elif fmt == "alpaca":
+        rows = ds.map(lambda r: {"prompt": r["instruction"] + (f"\n\n{r['input']}" if r.get("input") else "")},
+                      remove_columns=ds.column_names)
+    elif fmt == "messages":
+        return ds.map(lambda r: {"prompt": [m for m in r["messages"] if m["role"] != "assistant"]},
+                      remove_columns=ds.column_names)
+    else:
+        raise errors.UserError("task rl needs prompts: a `prompt` column, alpaca or messages data.",
+                               hint="map your column with dataset.columns, e.g. {prompt: question}")
+    if chat and isinstance(rows[0]["prompt"], str):
+        rows = rows.map(lambda r: {"prompt": [{"role": "user", "content": r["prompt"]}]})
+    return rows

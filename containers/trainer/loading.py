@@ -54,3 +54,63 @@ def load_model(ref: models.ModelRef, task: Task, technique: Technique, dtype: An
         if getattr(model.config, "_is_quantized", False):
             model.config._is_quantized = False
     return model
+
+
+def load_trained(spec: Any, weights: str, dtype: Any = None) -> Any:
+    """The model a job trained, rebuilt from its weights/ folder: the base model plus the saved adapter
+    (peft or bottleneck), or the full fine-tuned model. For checking outputs and for inference."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from ftlaunch.containers.trainer import adapters
+
+    folder = Path(weights)
+    dtype = dtype or torch.float32
+    labels = None
+    if spec.task not in CAUSAL_TASKS:
+        config_file = folder / "config.json"
+        if config_file.exists():
+            labels = json.loads(config_file.read_text()).get("id2label")
+    if (folder / "adapter_config.json").is_file() or adapters.is_adapter_folder(folder):
+        quantization = None
+        if spec.technique is Technique.QLORA:
+            from transformers import BitsAndBytesConfig
+
+            s = spec.technique_settings
+            quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=s.quant_type,
+                                              bnb_4bit_use_double_quant=s.double_quant, bnb_4bit_compute_dtype=dtype,
+                                              llm_int8_skip_modules=["score", "classifier", "lm_head"])
+        num_labels = _saved_num_labels(folder, spec)
+        base = load_model(models.resolve(spec.model), spec.task, spec.technique, dtype, num_labels=num_labels,
+                          quantization=quantization)
+        if getattr(base.config, "pad_token_id", None) is None:
+            base.config.pad_token_id = load_tokenizer(models.resolve(spec.model)).pad_token_id
+        if adapters.is_adapter_folder(folder):
+            return adapters.load(base, folder)
+        import peft
+
+        return peft.PeftModel.from_pretrained(base, str(folder))
+    import transformers
+
+    cls = transformers.AutoModelForCausalLM if spec.task in CAUSAL_TASKS else \
+        transformers.AutoModelForSequenceClassification
+    return cls.from_pretrained(folder, dtype=dtype, num_labels=len(labels) if labels else None) if labels \
+        else cls.from_pretrained(folder, dtype=dtype)
+
+
+def _saved_num_labels(folder: Any, spec: Any) -> int | None:
+    """Number of outputs of a sequence-level head, from the saved head's weights."""
+    if spec.task in CAUSAL_TASKS:
+        return None
+    from safetensors import safe_open
+
+    for name in ("adapter_model.safetensors",):
+        path = folder / name
+        if path.exists():
+            with safe_open(str(path), "pt") as f:
+                for key in f.keys():
+                    if any(h in key for h in ("score", "classifier")) and key.endswith("weight"):
+                        return f.get_slice(key).get_shape()[0]
+    return 1

@@ -1,23 +1,29 @@
-"""The trainer's main(): resolved spec in; metrics.jsonl, summary.json, weights/ and manifest.json out."""
+"""The trainer's main(): resolved spec in; metrics.jsonl, summary.json, weights/ and manifest.json out.
+
+Exit status: 0 done; 2 a mistake in the spec or data (no traceback); 75 stopped by SIGTERM (a spot
+preemption notice) after saving a checkpoint: run the same job again and it resumes from there.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from ftlaunch import errors, models
+from ftlaunch import errors
 from ftlaunch import spec as spec_mod
-from ftlaunch.containers.trainer import contract, data, loading, outputs, peft_setup
-from ftlaunch.techniques import DEFAULT_LEARNING_RATE, Task, Technique
+from ftlaunch.containers.trainer import checkpoints, common, contract, outputs
+from ftlaunch.techniques import Task
 
 EXIT_USER_ERROR = 2
+EXIT_PREEMPTED = checkpoints.EXIT_PREEMPTED
+# the model the last train() call in this process ended with, for tests and notebooks
+last_model: Any = None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,13 +32,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="the resolved spec as a JSON file (or JSON text)")
     args = parser.parse_args(argv)
     _quiet_libraries()
+    guard = checkpoints.Guard().install()
     try:
         spec = read_spec(args.spec or os.environ.get("FTLAUNCH_SPEC", ""))
         paths = contract.paths(os.environ)
-        train(spec, paths)
+        train(spec, paths, guard=guard)
     except errors.UserError as exc:
         print(f"error: {exc.render()}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
+    except checkpoints.Preempted as exc:
+        outputs.log(f"stopped by SIGTERM ({exc}); exit {EXIT_PREEMPTED}: run the job again to resume")
+        return EXIT_PREEMPTED
+    finally:
+        guard.uninstall()
     return 0
 
 
@@ -43,14 +55,28 @@ def read_spec(source: str) -> spec_mod.Spec:
     return spec_mod.validate(json.loads(text), source="resolved spec")
 
 
-def train(spec: spec_mod.Spec, paths: contract.Paths) -> dict[str, Any]:
-    """Runs one job end to end and returns its summary."""
+def train(spec: spec_mod.Spec, paths: contract.Paths, guard: checkpoints.Guard | None = None) -> dict[str, Any]:
+    """Runs one job end to end and returns its summary (on every process; only rank 0 writes outputs)."""
+    from ftlaunch.containers.trainer import task_classification, task_cpt, task_dpo, task_reward, task_rl, task_sft
+
     started = time.time()
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
     out = Path(paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.jsonl").unlink(missing_ok=True)
-    outputs.log(f"job {os.environ.get('FTLAUNCH_JOB_NAME', spec.name)}: {spec.task.value} with "
-                f"{spec.technique.value} on {spec.model}")
+    Path(paths.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    resume_from = checkpoints.latest(paths.checkpoint_dir)
+    if rank == 0:
+        checkpoints.clean_staging(paths.checkpoint_dir)
+        (out / "manifest.json").unlink(missing_ok=True)
+        if resume_from is None:
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        else:
+            _trim_metrics(out / "metrics.jsonl", checkpoints.step_of(resume_from))
+        outputs.log(f"job {os.environ.get('FTLAUNCH_JOB_NAME', spec.name)}: {spec.task.value} with "
+                    f"{spec.technique.value} on {spec.model}" + (f" ({world_size} processes)" if world_size > 1 else ""))
+        if resume_from is not None:
+            outputs.log(f"resuming from {resume_from} (step {checkpoints.step_of(resume_from)})")
 
     import datasets
     import torch
@@ -61,15 +87,22 @@ def train(spec: spec_mod.Spec, paths: contract.Paths) -> dict[str, Any]:
     transformers.utils.logging.set_verbosity_error()
     transformers.set_seed(spec.hyperparameters.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    precision = choose_precision(spec.hyperparameters.precision, device, torch)
-    if spec.task is not Task.SFT:
-        raise errors.UserError(f"task '{spec.task.value}' is not implemented by this trainer yet.",
-                               hint="use task: sft")
-    summary = sft(spec, paths, out, device, precision)
+    job = common.Job(spec=spec, paths=paths, out=out, device=device,
+                     precision=choose_precision(spec.hyperparameters.precision, device, torch),
+                     world_size=world_size, rank=rank, guard=guard or checkpoints.Guard(),
+                     resume_from=resume_from,
+                     metrics=outputs.make_metrics_callback(out / "metrics.jsonl", spec.hyperparameters.max_steps,
+                                                           is_main=rank == 0))
+    tasks = {Task.SFT: task_sft.run, Task.CPT: task_cpt.run, Task.CLASSIFICATION: task_classification.run,
+             Task.REWARD: task_reward.run, Task.DPO: task_dpo.run, Task.RL: task_rl.run}
+    global last_model
+    summary = tasks[spec.task](job)
+    last_model = job.model
     summary["wall_time_s"] = round(time.time() - started, 2)
-    outputs.write_summary(out, summary)
-    outputs.finish(out)
-    outputs.log(f"outputs complete in {out}")
+    if job.is_main:
+        outputs.write_summary(out, summary)
+        outputs.finish(out)
+        outputs.log(f"outputs complete in {out}")
     return summary
 
 
@@ -81,175 +114,18 @@ def choose_precision(requested: str, device: str, torch: Any) -> str:
     return "fp32"
 
 
-def common_args(spec: spec_mod.Spec, paths: contract.Paths, device: str, precision: str,
-                has_eval: bool) -> dict[str, Any]:
-    """TrainingArguments shared by every task, from the spec's hyperparameters."""
-    hp = spec.hyperparameters
-    checkpointing = hp.gradient_checkpointing
-    if checkpointing is None:
-        checkpointing = device == "cuda" and spec.technique is not Technique.PREFIX
-    return dict(
-        output_dir=paths.checkpoint_dir,
-        per_device_train_batch_size=hp.batch_size,
-        per_device_eval_batch_size=hp.batch_size,
-        gradient_accumulation_steps=hp.grad_accum,
-        learning_rate=hp.learning_rate or DEFAULT_LEARNING_RATE[spec.technique],
-        num_train_epochs=hp.epochs,
-        max_steps=hp.max_steps or -1,
-        lr_scheduler_type=hp.lr_scheduler,
-        warmup_steps=hp.warmup_ratio,
-        weight_decay=hp.weight_decay,
-        optim={"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "sgd": "sgd",
-               "adafactor": "adafactor"}[hp.optimizer],
-        seed=hp.seed,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=device == "cpu",
-        gradient_checkpointing=checkpointing,
-        logging_steps=hp.logging_steps,
-        logging_first_step=True,
-        eval_strategy="steps" if (has_eval and hp.eval_steps) else "no",
-        eval_steps=hp.eval_steps,
-        save_strategy="steps" if hp.save_steps else "no",
-        save_steps=hp.save_steps or 500,
-        report_to=list(spec.tracking.report_to) or "none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
-
-
-def sft(spec: spec_mod.Spec, paths: contract.Paths, out: Path, device: str, precision: str) -> dict[str, Any]:
-    import torch
-    from trl import SFTConfig, SFTTrainer
-
-    settings = spec.task_settings
-    ref = models.resolve(spec.model)
-    tokenizer = loading.load_tokenizer(ref, settings.chat_template)
-    chat = bool(getattr(tokenizer, "chat_template", None))
-
-    raw = _load_dataset(spec, paths)
-    fmt = data.detect_format(raw.column_names, spec.dataset.format)
-    rows = data.to_prompt_completion(raw, fmt, chat)
-    eval_rows = None
-    if spec.dataset.eval_path:
-        eval_raw = data.rename_columns(data.load_split(spec.dataset.eval_path, data_dir=paths.data_dir),
-                                       spec.dataset.columns)
-        eval_rows = data.to_prompt_completion(eval_raw, fmt, chat)
-    train_rows, eval_rows = data.train_eval(rows, spec.dataset.eval_split, spec.hyperparameters.seed, eval_rows)
-    outputs.log(f"data: {len(train_rows)} training rows, {len(eval_rows) if eval_rows is not None else 0} "
-                f"evaluation rows ({fmt}{', chat template' if chat else ''})")
-
-    dtype = torch.float32 if precision == "fp32" or spec.technique is Technique.FULL else \
-        (torch.bfloat16 if precision == "bf16" else torch.float16)
-    t0 = time.time()
-    model = loading.load_model(ref, spec.task, spec.technique, dtype)
-    outputs.log(f"model loaded in {time.time() - t0:.1f} s")
-    prompts = sample_prompts(settings.sample_prompts, eval_rows if eval_rows is not None else train_rows, chat)
-    before = generate(model, tokenizer, prompts, chat)
-    for prompt, answer in zip(prompts, before):
-        outputs.log(f"before training: {_show_prompt(prompt)} -> {answer!r}")
-
-    model = peft_setup.apply(model, spec.technique, spec.technique_settings, spec.task)
-    trainable, total = peft_setup.count_parameters(model)
-    outputs.log(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
-
-    config = SFTConfig(
-        **common_args(spec, paths, device, precision, eval_rows is not None),
-        max_length=spec.hyperparameters.max_length,
-        packing=settings.packing,
-        completion_only_loss=True,
-        dataset_num_proc=None,
-    )
-    callback = outputs.make_metrics_callback(out / "metrics.jsonl")
-    trainer = SFTTrainer(model=model, args=config, train_dataset=train_rows, eval_dataset=eval_rows,
-                         processing_class=tokenizer, callbacks=[callback])
-    _drop_printer(trainer)
-    if len(trainer.train_dataset) == 0:
-        raise errors.UserError(
-            f"no training rows are left after tokenizing: every response starts after "
-            f"hyperparameters.max_length={spec.hyperparameters.max_length} tokens, so nothing is learnt.",
-            hint="raise hyperparameters.max_length, or shorten the prompts")
-    result = trainer.train()
-    metrics: dict[str, Any] = {"train_loss": result.training_loss,
-                               "final_train_loss": callback.losses[-1] if callback.losses else None}
-    if eval_rows is not None:
-        ev = trainer.evaluate()
-        metrics["eval_loss"] = ev["eval_loss"]
-        metrics["perplexity"] = math.exp(min(ev["eval_loss"], 50))
-        outputs.log(f"eval_loss {ev['eval_loss']:.4f}  perplexity {metrics['perplexity']:.2f}")
-
-    after = generate(trainer.model, tokenizer, prompts, chat)
-    for prompt, answer in zip(prompts, after):
-        outputs.log(f"after training:  {_show_prompt(prompt)} -> {answer!r}")
-    outputs.save_weights(trainer.model, tokenizer, out, merge=spec.output.merge)
-    return {
-        "task": spec.task.value,
-        "technique": spec.technique.value,
-        "model": spec.model,
-        "trainable_params": trainable,
-        "total_params": total,
-        "trainable_percent": 100 * trainable / total,
-        "train_runtime_s": result.metrics.get("train_runtime"),
-        "steps": result.global_step,
-        "tokens_seen": int(callback.tokens_seen),
-        "peak_memory_bytes": outputs.peak_memory_bytes(),
-        "device": device,
-        "precision": precision,
-        **metrics,
-        "samples": [{"prompt": _show_prompt(p), "before": b, "after": a} for p, b, a in zip(prompts, before, after)],
-    }
-
-
-def _drop_printer(trainer: Any) -> None:
-    """transformers prints every log dict when progress bars are off; metrics.jsonl and our line say it."""
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)
-
-
-def _load_dataset(spec: spec_mod.Spec, paths: contract.Paths) -> Any:
-    ds = data.load_split(spec.dataset.path, spec.dataset.split, data_dir=paths.data_dir)
-    ds = data.rename_columns(ds, spec.dataset.columns)
-    if spec.dataset.max_samples:
-        ds = ds.select(range(min(spec.dataset.max_samples, len(ds))))
-    if len(ds) == 0:
-        raise errors.UserError(f"dataset {spec.dataset.path} has no rows.")
-    return ds
-
-
-def sample_prompts(given: list[str], rows: Any, chat: bool, n: int = 1) -> list[Any]:
-    """The prompts answered before and after training: the spec's, else the first evaluation rows'."""
-    if given:
-        return [[{"role": "user", "content": p}] if chat else p for p in given]
-    return [rows[i]["prompt"] for i in range(min(n, len(rows)))]
-
-
-def generate(model: Any, tokenizer: Any, prompts: list[Any], chat: bool, max_new_tokens: int = 48) -> list[str]:
-    """Greedy answers to the prompts, for a before/after look at what training changed."""
-    import torch
-
-    answers = []
-    model.eval()
-    device = next(model.parameters()).device
-    for prompt in prompts:
-        if chat and isinstance(prompt, list):
-            enc = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt",
-                                                return_dict=True)
-        else:
-            enc = tokenizer(prompt, return_tensors="pt")
-        enc = {k: v.to(device) for k, v in enc.items()}
-        with torch.no_grad():
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-        answers.append(tokenizer.decode(ids[0][enc["input_ids"].shape[1]:], skip_special_tokens=True).strip())
-    model.train()
-    return answers
-
-
-def _show_prompt(prompt: Any) -> str:
-    if isinstance(prompt, list):
-        return " | ".join(m["content"] for m in prompt if m.get("role") == "user")
-    return str(prompt)
+def _trim_metrics(path: Path, step: int) -> None:
+    """On resume, drops the metric lines logged after the checkpoint (those steps run again)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue
+    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
 
 
 def _quiet_libraries() -> None:
@@ -261,6 +137,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", message=".*Could not find a config file.*")
-    for name in ("bitsandbytes", "transformers", "peft", "datasets"):
+    for name in ("bitsandbytes", "transformers", "peft", "datasets", "trl"):
         logging.getLogger(name).setLevel(logging.ERROR)
