@@ -1,0 +1,412 @@
+"""Pre-flight check of a spec's local training data, on the launcher's CPU before any job is submitted.
+
+`check(spec) -> Report` reads the data file itself (so a malformed line is reported by its row number,
+not as a parser traceback), checks the columns the task needs, tokenizes every row with the model's
+tokenizer, and reports a token-length histogram, the share of rows longer than max_length, label
+balance, duplicates and the total token count (which feeds the estimate). `print_report` formats it.
+Imports transformers only for the tokenizer, so only `ftlaunch validate` pays for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+from ftlaunch.techniques import Task
+
+READABLE = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt")
+SHOWN = 12  # problems of one kind listed before "... and N more"
+FORMAT_COLUMNS = {
+    "alpaca": ("instruction", "output"),
+    "messages": ("messages",),
+    "prompt_completion": ("prompt", "completion"),
+    "preference": ("chosen", "rejected"),
+    "classification": ("text", "label"),
+    "text": ("text",),
+}
+TASK_FORMATS = {
+    Task.SFT: ("messages", "alpaca", "prompt_completion"),
+    Task.CPT: ("text", "alpaca", "prompt_completion"),
+    Task.CLASSIFICATION: ("classification",),
+    Task.REWARD: ("preference",),
+    Task.DPO: ("preference",),
+    Task.RL: ("prompt", "messages", "alpaca"),
+}
+ALPACA_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
+
+
+@dataclasses.dataclass
+class Problem:
+    message: str
+    row: int | None = None  # 1-based line (jsonl, txt, csv with its header as line 1) or record number
+    level: str = "error"  # error | warning
+    file: str | None = None
+
+    def render(self) -> str:
+        where = f"{self.file}:{self.row}: " if self.row is not None and self.file else \
+            f"{self.file}: " if self.file else ""
+        return f"{where}{self.message}"
+
+
+@dataclasses.dataclass
+class Report:
+    path: str
+    checked: bool = True  # False when the data is not local (hub name, cloud URI)
+    format: str | None = None
+    rows: int = 0
+    problems: list[Problem] = dataclasses.field(default_factory=list)
+    lengths: list[int] = dataclasses.field(default_factory=list)
+    max_length: int = 0
+    histogram: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)  # (from, to, rows)
+    truncated_rows: list[int] = dataclasses.field(default_factory=list)
+    label_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    duplicate_rows: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # (row, first seen at)
+    total_tokens: int = 0
+    tokenizer: str = ""
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.level == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.level == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def truncation_percent(self) -> float:
+        return 100.0 * len(self.truncated_rows) / len(self.lengths) if self.lengths else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("lengths")
+        data.update(ok=self.ok, truncation_percent=round(self.truncation_percent, 2))
+        return data
+
+
+def check(spec: Any, tokenizer: Any = None) -> Report:
+    """Checks the spec's training data (and eval_path's, when local); never raises for bad data."""
+    path = spec.resolve_path(spec.dataset.path)
+    report = Report(path=path, max_length=spec.hyperparameters.max_length)
+    if "://" in path or not Path(path).exists():
+        report.checked = False
+        report.notes.append("the data is not a local file (hub name or cloud URI); the job checks it when it loads it")
+        return report
+    rows = list(_read(Path(path), report))
+    rows = [(n, file, _rename(row, spec.dataset.columns)) for n, file, row in rows]
+    if spec.dataset.max_samples:
+        rows = rows[:spec.dataset.max_samples]
+    report.rows = len(rows)
+    if not rows:
+        if not report.errors:
+            report.problems.append(Problem("the data has no rows", file=path))
+        return report
+    report.format = _format(spec, rows, report)
+    if report.format is None:
+        return report
+    good = _check_rows(spec.task, report.format, rows, report)
+    _duplicates(good, report)
+    if spec.task is Task.CLASSIFICATION:
+        _labels(good, spec, report)
+    _lengths(spec, good, report, tokenizer)
+    return report
+
+
+def print_report(console: Any, report: Report) -> None:
+    """The report as a person reads it: problems first (file:row), then the length histogram and totals."""
+    if not report.checked:
+        for note in report.notes:
+            console.print(f"[dim]pre-flight: {note}[/]")
+        return
+    for kind, style in (("errors", "red"), ("warnings", "yellow")):
+        problems = getattr(report, kind)
+        for problem in problems[:SHOWN]:
+            console.print(f"[{style}]{kind[:-1]}[/] {problem.render()}", highlight=False)
+        if len(problems) > SHOWN:
+            console.print(f"[{style}]... and {len(problems) - SHOWN} more {kind}[/]")
+    if report.lengths:
+        console.print(f"pre-flight: {report.rows} rows ({report.format}), {report.total_tokens:,} tokens "
+                      f"({report.tokenizer}); max_length {report.max_length}: "
+                      f"{len(report.truncated_rows)} rows ({report.truncation_percent:.1f}%) would be truncated",
+                      highlight=False)
+        peak = max(c for _, _, c in report.histogram) or 1
+        for lo, hi, count in report.histogram:
+            bar = "#" * max(1 if count else 0, round(30 * count / peak))
+            console.print(f"  {lo:>6}-{hi:<6} {count:>7}  {bar}", highlight=False)
+    if report.label_counts:
+        console.print("labels: " + ", ".join(f"{k} {v}" for k, v in report.label_counts.items()), highlight=False)
+    if report.duplicate_rows:
+        console.print(f"duplicates: {len(report.duplicate_rows)} rows repeat an earlier row", highlight=False)
+    for note in report.notes:
+        console.print(f"[dim]{note}[/]")
+
+
+# ---------------------------------------------------------------- reading
+
+def _read(path: Path, report: Report) -> Iterator[tuple[int, str, dict]]:
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in READABLE) if path.is_dir() else [path]
+    if path.is_dir() and not files:
+        report.problems.append(Problem(f"folder has no {', '.join(READABLE)} files", file=str(path)))
+    for file in files:
+        suffix = file.suffix.lower()
+        if suffix not in READABLE:
+            report.problems.append(Problem(f"cannot read '{suffix}' files; use one of {', '.join(READABLE)}",
+                                           file=str(file)))
+            continue
+        yield from {".jsonl": _jsonl, ".json": _json, ".csv": _csv, ".tsv": _csv, ".parquet": _parquet,
+                    ".txt": _txt}[suffix](file, report)
+
+
+def _jsonl(file: Path, report: Report) -> Iterator[tuple[int, str, dict]]:
+    with open(file, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                report.problems.append(Problem(f"not valid JSON ({exc.msg} at column {exc.colno})", n, file=str(file)))
+                continue
+            if not isinstance(row, dict):
+                report.problems.append(Problem(f"a line must be a JSON object, not {type(row).__name__}", n,
+                                               file=str(file)))
+                continue
+            yield n, str(file), row
+
+
+def _json(file: Path, report: Report) -> Iterator[tuple[int, str, dict]]:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        report.problems.append(Problem(f"not valid JSON ({exc.msg})", exc.lineno, file=str(file)))
+        return
+    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+        data = next(iter(data.values()))
+    if not isinstance(data, list):
+        report.problems.append(Problem("a .json file must hold a list of objects (or use .jsonl)", file=str(file)))
+        return
+    for n, row in enumerate(data, 1):
+        if isinstance(row, dict):
+            yield n, str(file), row
+        else:
+            report.problems.append(Problem(f"record {n} is not an object", n, file=str(file)))
+
+
+def _csv(file: Path, report: Report) -> Iterator[tuple[int, str, dict]]:
+    with open(file, encoding="utf-8", errors="replace", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t" if file.suffix.lower() == ".tsv" else ",")
+        width = len(reader.fieldnames or [])
+        try:
+            for row in reader:
+                if None in row or any(v is None for v in row.values()):
+                    fields = width + len(row.get(None) or []) - sum(v is None for k, v in row.items() if k is not None)
+                    report.problems.append(Problem(f"has {fields} fields; the header has {width}",
+                                                   reader.line_num, file=str(file)))
+                    continue
+                yield reader.line_num, str(file), row
+        except csv.Error as exc:
+            report.problems.append(Problem(f"CSV error: {exc}", reader.line_num, file=str(file)))
+
+
+def _parquet(file: Path, report: Report) -> Iterator[tuple[int, str, dict]]:
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(file)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is the file's problem
+        report.problems.append(Problem(f"cannot read parquet: {exc}", file=str(file)))
+        return
+    for n, row in enumerate(table.to_pylist(), 1):
+        yield n, str(file), row
+
+
+def _txt(file: Path, report: Report) -> Iterator[tuple[int, str, dict]]:
+    with open(file, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                yield n, str(file), {"text": line.rstrip("\n")}
+
+
+def _rename(row: dict, mapping: dict[str, str]) -> dict:
+    if not mapping:
+        return row
+    renamed = dict(row)
+    for canonical, column in mapping.items():
+        if column in row:
+            renamed[canonical] = renamed.pop(column)
+    return renamed
+
+
+# ---------------------------------------------------------------- checks
+
+def _format(spec: Any, rows: list, report: Report) -> str | None:
+    columns = set().union(*(row.keys() for _, _, row in rows[:200]))
+    if spec.task is Task.RL and "prompt" in columns:
+        return "prompt"
+    if spec.dataset.format != "auto":
+        return spec.dataset.format
+    for name in TASK_FORMATS[spec.task]:
+        if name != "prompt" and all(c in columns for c in FORMAT_COLUMNS[name]):
+            return name
+    need = " or ".join("(" + ", ".join(FORMAT_COLUMNS.get(f, ("prompt",))) + ")" for f in TASK_FORMATS[spec.task])
+    report.problems.append(Problem(
+        f"task {spec.task.value} needs columns {need}; the data has {', '.join(sorted(columns))}. "
+        f"Map yours with dataset.columns, e.g. {{output: response}}", file=report.path))
+    return None
+
+
+def _check_rows(task: Task, fmt: str, rows: list, report: Report) -> list[tuple[int, str, dict]]:
+    """Rows with every needed column present and non-empty; the others become row-numbered errors."""
+    need = FORMAT_COLUMNS.get(fmt, ("prompt",))
+    good = []
+    for n, file, row in rows:
+        bad = False
+        for column in need:
+            if column not in row:
+                report.problems.append(Problem(f"missing column '{column}'", n, file=file))
+                bad = True
+            elif row[column] is None or (isinstance(row[column], (str, list)) and not row[column]) or \
+                    (isinstance(row[column], str) and not row[column].strip()):
+                report.problems.append(Problem(f"column '{column}' is empty", n, file=file))
+                bad = True
+        if not bad and fmt == "messages":
+            bad = _check_messages(task, n, file, row["messages"], report)
+        if not bad:
+            good.append((n, file, row))
+    return good
+
+
+def _check_messages(task: Task, n: int, file: str, messages: Any, report: Report) -> bool:
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
+                                                 for m in messages):
+        report.problems.append(Problem("'messages' must be a list of {role, content} objects", n, file=file))
+        return True
+    if task is Task.SFT and messages[-1].get("role") != "assistant":
+        report.problems.append(Problem("the last message must be the assistant's (the answer to learn)", n, file=file))
+        return True
+    return False
+
+
+def _duplicates(rows: list, report: Report) -> None:
+    seen: dict[str, int] = {}
+    for n, _, row in rows:
+        key = hashlib.sha1(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()
+        if key in seen:
+            report.duplicate_rows.append((n, seen[key]))
+        else:
+            seen[key] = n
+    for n, first in report.duplicate_rows[:SHOWN]:
+        report.problems.append(Problem(f"duplicate of row {first}", n, level="warning", file=report.path))
+    if len(report.duplicate_rows) > SHOWN:
+        report.problems.append(Problem(f"... and {len(report.duplicate_rows) - SHOWN} more duplicate rows",
+                                       level="warning", file=report.path))
+
+
+def _labels(rows: list, spec: Any, report: Report) -> None:
+    counts = Counter(str(row["label"]) for _, _, row in rows)
+    report.label_counts = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    declared = spec.task_settings.labels
+    if declared:
+        for n, file, row in rows:
+            if str(row["label"]) not in {str(x) for x in declared}:
+                report.problems.append(Problem(f"label '{row['label']}' is not in task_args.labels", n, file=file))
+    if len(counts) < 2:
+        report.problems.append(Problem(f"only one label ({next(iter(counts), '')}): a classifier needs two or more",
+                                       file=report.path))
+    elif min(counts.values()) < 0.1 * max(counts.values()):
+        rare = min(counts, key=counts.get)
+        report.problems.append(Problem(
+            f"labels are imbalanced: '{rare}' has {counts[rare]} rows, the most common {max(counts.values())}",
+            level="warning", file=report.path))
+
+
+def _lengths(spec: Any, rows: list, report: Report, tokenizer: Any) -> None:
+    tokenizer = tokenizer if tokenizer is not None else _tokenizer(spec, report)
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    for n, _, row in rows:
+        text = _render(report.format, row, tokenizer if chat else None)
+        length = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer is not None \
+            else max(1, len(text) // 4)
+        report.lengths.append(length)
+        if length > report.max_length:
+            report.truncated_rows.append(n)
+    report.total_tokens = sum(min(x, report.max_length) for x in report.lengths)
+    report.histogram = _histogram(report.lengths, report.max_length)
+    if report.truncated_rows:
+        shown = ", ".join(str(r) for r in report.truncated_rows[:SHOWN])
+        more = f" and {len(report.truncated_rows) - SHOWN} more" if len(report.truncated_rows) > SHOWN else ""
+        report.problems.append(Problem(
+            f"{len(report.truncated_rows)} rows ({report.truncation_percent:.1f}%) are longer than "
+            f"hyperparameters.max_length={report.max_length} tokens and will be truncated: rows {shown}{more}",
+            level="warning", file=report.path))
+
+
+def _tokenizer(spec: Any, report: Report) -> Any:
+    try:
+        from ftlaunch import models
+        from ftlaunch.containers.trainer import loading
+
+        tokenizer = loading.load_tokenizer(models.resolve(spec.model), _template(spec))
+        report.tokenizer = f"{spec.model}'s tokenizer"
+        return tokenizer
+    except Exception as exc:  # noqa: BLE001 - no tokenizer here still leaves a useful estimate
+        report.tokenizer = "estimated at 4 characters a token"
+        report.notes.append(f"the model's tokenizer could not be loaded here ({type(exc).__name__}); "
+                            f"token counts are estimates")
+        return None
+
+
+def _template(spec: Any) -> str | None:
+    if spec.task is not Task.SFT:
+        return None
+    from ftlaunch.containers.trainer import data
+
+    return data.chat_template(spec.task_settings.chat_template)
+
+
+def _render(fmt: str, row: dict, chat_tokenizer: Any) -> str:
+    """The text the trainer tokenizes for a row (the longer side of a preference pair)."""
+    if fmt == "messages":
+        if chat_tokenizer is not None:
+            return chat_tokenizer.apply_chat_template(row["messages"], tokenize=False)
+        return "\n".join(str(m.get("content", "")) for m in row["messages"])
+    if fmt == "alpaca":
+        instruction = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+        if chat_tokenizer is not None:
+            return chat_tokenizer.apply_chat_template(
+                [{"role": "user", "content": instruction}, {"role": "assistant", "content": str(row["output"])}],
+                tokenize=False)
+        return ALPACA_TEMPLATE.format(instruction=instruction) + str(row["output"])
+    if fmt == "prompt_completion":
+        return f"{row['prompt']}{row['completion']}"
+    if fmt == "preference":
+        prompt = str(row.get("prompt") or "")
+        return prompt + max(str(row["chosen"]), str(row["rejected"]), key=len)
+    if fmt == "prompt":
+        return str(row["prompt"])
+    return str(row["text"])
+
+
+def _histogram(lengths: list[int], max_length: int) -> list[tuple[int, int, int]]:
+    """Counts per power-of-two bucket (0-31, 32-63, ...), up to the longest row."""
+    if not lengths:
+        return []
+    edges = [0, 32]
+    while edges[-1] <= max(lengths):
+        edges.append(edges[-1] * 2)
+    counts = Counter()
+    for x in lengths:
+        for lo, hi in zip(edges, edges[1:]):
+            if lo <= x < hi:
+                counts[lo] += 1
+                break
+    return [(lo, hi - 1, counts[lo]) for lo, hi in zip(edges, edges[1:])]
