@@ -79,8 +79,9 @@ class SageMakerBackend(Backend):
                          extra={**request.extra, "log_group": LOG_GROUP})
 
     def _existing(self, name: str, region: str | None) -> str | None:
+        sm = self._client("sagemaker", region)
         try:
-            return self._client("sagemaker", region).describe_training_job(TrainingJobName=name)["TrainingJobArn"]
+            return self._retry(lambda: sm.describe_training_job(TrainingJobName=name))["TrainingJobArn"]
         except Exception as exc:  # noqa: BLE001
             if _code(exc) in ("ValidationException", "ResourceNotFound"):
                 return None

@@ -120,11 +120,15 @@ def run(command: list[str], env: dict[str, str], base: str) -> int:
 
 
 def fail(base: str, lines: list[str]) -> int:
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    """Writes /opt/ml/output/failure: the headline, then the trainer's `error:` lines or its last line
+    (a traceback's exception), then the rest of the tail; SageMaker keeps 1024 characters."""
+    head, tail = lines[0], lines[1:]
+    errors = [l for l in tail if l.startswith("error:")] or tail[-1:]
+    text = "\n".join([head + (": " + errors[0] if errors else ""), *errors[1:], *tail[:-1]])
+    print(text, file=sys.stderr, flush=True)
     out = Path(base, "output")
     out.mkdir(parents=True, exist_ok=True)
-    errors = [l for l in lines if l.startswith("error:")]
-    (out / "failure").write_text("\n".join(errors or lines)[-1024:])  # SageMaker keeps 1024 characters
+    (out / "failure").write_text(text[:1024])
     return 1
 
 

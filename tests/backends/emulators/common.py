@@ -1,0 +1,134 @@
+"""Pieces the emulators share: free ports, a fault-injecting HTTP proxy, and running "the container".
+
+The proxy sits between a real SDK and an emulator: it records every request, and can answer a request
+itself (429/503 throttling) or forward it and replace the answer (a 500 after the job was created), so
+tests exercise the SDK's and the backend's retry paths over real HTTP.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import socket
+import subprocess
+import sys
+import threading
+from typing import Any, Callable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Request:
+    def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes):
+        self.method, self.path, self.headers, self.body = method, path, headers, body
+
+    @property
+    def target(self) -> str:
+        """The AWS JSON action (X-Amz-Target, e.g. SageMaker.CreateTrainingJob), or the path."""
+        return self.headers.get("X-Amz-Target", "").split(".")[-1] or self.path
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"{}")
+
+
+Reply = tuple[int, dict[str, str], bytes]
+
+
+class Fault:
+    """Answers matching requests `times` times: before forwarding (`after=False`) or after it."""
+
+    def __init__(self, match: Callable[[Request], bool], reply: Reply, times: int = 1, after: bool = False):
+        self.match, self.reply, self.times, self.after = match, reply, times, after
+
+    def take(self, request: Request, after: bool) -> Reply | None:
+        if self.after == after and self.times > 0 and self.match(request):
+            self.times -= 1
+            return self.reply
+        return None
+
+
+class Proxy:
+    """A recording, fault-injecting HTTP proxy to `upstream` ("127.0.0.1:PORT"). `handle(request)` may
+    answer a request itself (an emulator feature the upstream lacks) by returning a Reply."""
+
+    def __init__(self, upstream: str, handle: Callable[[Request], Reply | None] | None = None):
+        self.upstream = upstream
+        self.handle = handle
+        self.faults: list[Fault] = []
+        self.requests: list[tuple[Request, int]] = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _any(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                request = Request(self.command, self.path, dict(self.headers.items()), self.rfile.read(length))
+                reply = proxy._before(request) or (proxy.handle(request) if proxy.handle else None)
+                if reply is None:
+                    reply = proxy._forward(request)
+                    reply = proxy._after(request) or reply
+                with proxy.lock:
+                    proxy.requests.append((request, reply[0]))
+                status, headers, body = reply
+                self.send_response(status)
+                for k, v in headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _before(self, request: Request) -> Reply | None:
+        with self.lock:
+            return next((r for f in self.faults if (r := f.take(request, after=False))), None)
+
+    def _after(self, request: Request) -> Reply | None:
+        with self.lock:
+            return next((r for f in self.faults if (r := f.take(request, after=True))), None)
+
+    def _forward(self, request: Request) -> Reply:
+        conn = http.client.HTTPConnection(self.upstream, timeout=60)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("connection",)}
+        conn.request(request.method, request.path, body=request.body, headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+        conn.close()
+        return response.status, dict(response.getheaders()), body
+
+    def calls(self, target: str) -> list[tuple[Request, int]]:
+        with self.lock:
+            return [(r, s) for r, s in self.requests if r.target == target]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def aws_error(status: int, code: str, message: str) -> Reply:
+    return status, {"Content-Type": "application/x-amz-json-1.1", "x-amzn-ErrorType": code}, \
+        json.dumps({"__type": code, "message": message}).encode()
+
+
+def start_container(command: list[str], env: dict[str, str], cwd: str) -> subprocess.Popen:
+    """Runs a job's container command here: `python` is this interpreter (the image's would be)."""
+    argv = [sys.executable if i == 0 and c == "python" else c for i, c in enumerate(command)]
+    return subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace", start_new_session=True)

@@ -1,0 +1,252 @@
+"""The SageMaker backend through boto3 against moto (S3, IAM, SageMaker, CloudWatch Logs), with the
+emulator side running the real trainer under SageMaker's /opt/ml contract (emulators/sagemaker.py).
+
+Rendered requests are pinned by golden files and validated against botocore's SageMaker service model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ftlaunch import errors, plan as plan_mod, spec as spec_mod
+from ftlaunch.backends import base, get
+from ftlaunch.backends.base import State
+
+from emulators import common
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("FTLAUNCH_UPDATE_GOLDEN") == "1"
+
+
+# ---------------------------------------------------------------- render: golden files and botocore's schema
+
+UNCONFIGURED = {"PATH": os.environ.get("PATH", "")}  # no FTLAUNCH_* settings: placeholders
+
+
+def render_example(overrides: tuple[str, ...] = (), env: dict[str, str] | None = None) -> base.JobRequest:
+    from ftlaunch.backends.sagemaker import settings
+
+    spec = spec_mod.load(REPO / "examples/quickstart.yaml", ("resources.cloud=sagemaker", "resources.gpu=a100",
+                                                             *overrides))
+    plan = plan_mod.make(spec, name="quickstart-20260101-000000-abcd")
+    plan.context = settings.resolve(plan.spec, plan.job_name, env=env or UNCONFIGURED)
+    return get("sagemaker").render(plan)
+
+
+def check_golden(name: str, request: base.JobRequest) -> None:
+    text = json.dumps(request.to_json(), indent=2, sort_keys=True).replace(str(REPO), "<repo>") + "\n"
+    path = GOLDEN / name
+    if UPDATE or not path.exists():
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; rerun with FTLAUNCH_UPDATE_GOLDEN=1 if that is intended"
+
+
+def validate_create_training_job(payload: dict) -> None:
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    report = ParamValidator().validate(payload, model.operation_model("CreateTrainingJob").input_shape)
+    assert not report.has_errors(), report.generate_report()
+
+
+@pytest.mark.parametrize("golden, overrides", [
+    ("sagemaker-quickstart.json", ()),
+    ("sagemaker-spot-2-nodes.json", ("resources.spot=true", "resources.nodes=2", "resources.max_cost=50",
+                                     "secrets=[HF_TOKEN]")),
+])
+def test_render_matches_golden_and_botocore_schema(golden, overrides):
+    request = render_example(overrides)
+    check_golden(golden, request)
+    validate_create_training_job(request.payload)
+    p = request.payload
+    assert p["AlgorithmSpecification"]["ContainerArguments"] == ["--spec", "/opt/ml/input/data/spec/spec.json"]
+    assert p["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
+    assert {c["ChannelName"] for c in p["InputDataConfig"]} == {"spec", "train", "eval"}
+    job_spec = json.loads(request.uploads[0]["content"])
+    assert job_spec["dataset"]["path"] == "/opt/ml/input/data/train/city-extraction-train.jsonl"
+    if "resources.spot=true" in overrides:
+        stop = p["StoppingCondition"]
+        assert p["EnableManagedSpotTraining"] and stop["MaxWaitTimeInSeconds"] >= stop["MaxRuntimeInSeconds"]
+        assert p["ResourceConfig"]["InstanceCount"] == 2
+        assert stop["MaxRuntimeInSeconds"] < 86400  # max_cost became the runtime cap
+        # secrets by reference: a name and a Secrets Manager id, never a value
+        assert json.loads(p["Environment"]["FTLAUNCH_SECRETS"]) == {"HF_TOKEN": "HF_TOKEN"}
+        assert request.secrets == ["HF_TOKEN"]
+
+
+def test_submit_refuses_placeholders_without_network():
+    request = render_example()
+    with pytest.raises(errors.UserError) as info:
+        get("sagemaker").submit(request)
+    text = info.value.render()
+    for var in ("FTLAUNCH_SAGEMAKER_ROLE", "FTLAUNCH_S3_BUCKET", "FTLAUNCH_ECR_REGISTRY"):
+        assert var in text
+
+
+def test_dry_run_cli_prints_request_and_cost_table(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FTLAUNCH_S", "FTLAUNCH_E", "AWS_"))}
+    env["FTLAUNCH_HOME"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "ftlaunch", "--cloud", "sagemaker", "--gpu", "a100", "--dry-run",
+                           "quickstart.yaml"], cwd=REPO / "examples", env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "offers" in proc.stdout and "ml.p4d.24xlarge" in proc.stdout and "CreateTrainingJob" not in proc.stderr
+    assert '"TrainingJobName"' in proc.stdout and "unset-ftlaunch-s3-bucket" in proc.stdout
+
+
+# ---------------------------------------------------------------- against the emulator
+
+
+
+@pytest.fixture(scope="module")
+def sagemaker(tmp_path_factory):
+    from emulators.sagemaker import SageMakerEmulator
+
+    emulator = SageMakerEmulator(tmp_path_factory.mktemp("sagemaker"))
+    yield emulator
+    emulator.stop()
+
+
+def ftlaunch(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "ftlaunch", *args], capture_output=True, text=True, timeout=180,
+                          env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ftlaunch {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def wait_for(env, job: str, states: set[str], timeout: float = 150) -> dict:
+    deadline = time.monotonic() + timeout
+    status = {}
+    while time.monotonic() < deadline:
+        status = json.loads(ftlaunch(env, "status", job, "--json").stdout)
+        if status["state"] in states:
+            return status
+        time.sleep(1)
+    raise AssertionError(f"{job} did not reach {states}; last: {status}\n{ftlaunch(env, 'logs', job).stdout}")
+
+
+def cli_env(sagemaker, ftlaunch_home) -> dict[str, str]:
+    return {**os.environ, **sagemaker.env(), "FTLAUNCH_HOME": str(ftlaunch_home), "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.mark.slow
+def test_launch_runs_trainer_then_status_logs_fetch(sagemaker, tiny_spec, tmp_path, ftlaunch_home):
+    env = cli_env(sagemaker, ftlaunch_home)
+    submitted = json.loads(ftlaunch(env, "--cloud", "sagemaker", "--detach", "--json", str(tiny_spec)).stdout)
+    job = submitted["job"]
+    assert submitted["provider_id"].endswith(f"training-job/{job}")
+    status = wait_for(env, job, {"SUCCEEDED", "FAILED"})
+    log = ftlaunch(env, "logs", job).stdout
+    assert status["state"] == "SUCCEEDED", (status, log)
+    assert "outputs complete" in log
+
+    dest = tmp_path / "fetched"
+    assert "verified" in ftlaunch(env, "fetch", job, "--dest", str(dest)).stdout
+    for name in ("metrics.jsonl", "summary.json", "manifest.json", "weights/adapter_model.safetensors"):
+        assert (dest / name).exists(), name
+    assert json.loads((dest / "summary.json").read_text())["steps"] == 6
+
+    # the job got its model and data through input channels, not the launcher's paths
+    created = sagemaker.proxy.calls("CreateTrainingJob")[-1][0].json()
+    assert {c["ChannelName"] for c in created["InputDataConfig"]} == {"spec", "train", "model"}
+    record = sagemaker.job(job)
+    assert record.billable_time_in_seconds >= 1
+    handle = base.JobHandle(**json.loads(ftlaunch(env, "show", job).stdout)["handle"])
+    backend = get("sagemaker", clients={"sagemaker": sagemaker.client("sagemaker", via_proxy=True)})
+    assert backend.status(handle).actual_cost > 0  # BillableTimeInSeconds x the offer's price
+
+
+@pytest.mark.slow
+def test_failed_job_maps_to_failed_with_the_failure_reason(sagemaker, tiny_spec, tmp_path, ftlaunch_home):
+    env = cli_env(sagemaker, ftlaunch_home)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    job = json.loads(ftlaunch(env, "--cloud", "sagemaker", "--detach", "--json", "--set", f"dataset.path={empty}",
+                              str(tiny_spec)).stdout)["job"]
+    status = wait_for(env, job, {"SUCCEEDED", "FAILED"})
+    assert status["state"] == "FAILED"
+    # SageMaker's FailureReason, from /opt/ml/output/failure: the trainer's exit and its last words
+    assert status["reason"].startswith("AlgorithmError: trainer exited with code"), status["reason"]
+    fetched = ftlaunch(env, "fetch", job, check=False)
+    assert fetched.returncode == 2 and "no complete outputs" in fetched.stderr
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_job(sagemaker, tiny_spec, ftlaunch_home):
+    env = cli_env(sagemaker, ftlaunch_home)
+    job = json.loads(ftlaunch(env, "--cloud", "sagemaker", "--detach", "--json", "--set",
+                              "hyperparameters.max_steps=100000", str(tiny_spec)).stdout)["job"]
+    wait_for(env, job, {"RUNNING"})
+    ftlaunch(env, "cancel", job)
+    status = wait_for(env, job, {"CANCELLED", "FAILED", "SUCCEEDED"}, timeout=60)
+    assert status["state"] == "CANCELLED", status
+    assert len(sagemaker.proxy.calls("StopTrainingJob")) == 1
+    ftlaunch(env, "cancel", job)  # an ended job: silent, and no second StopTrainingJob
+    assert len(sagemaker.proxy.calls("StopTrainingJob")) == 1
+
+
+def test_retries_throttling_and_5xx_and_never_creates_a_second_job(sagemaker, tmp_path):
+    from ftlaunch.backends.sagemaker.backend import SageMakerBackend
+
+    request = render_example(env={**UNCONFIGURED, **{k: v for k, v in sagemaker.env().items()
+                                                     if k.startswith("FTLAUNCH_")}})
+    request.payload["AlgorithmSpecification"]["ContainerEntrypoint"] = ["python", "-c", "print('hi')"]
+    request.payload["TrainingJobName"] = request.job_name = "retry-job-1"
+    request.extra["model_artifact"] = request.extra["model_artifact"].replace("quickstart-20260101-000000-abcd",
+                                                                              "retry-job-1")
+    proxy = sagemaker.proxy
+    create = lambda r: r.target == "CreateTrainingJob"  # noqa: E731
+    creates = lambda: [s for r, s in proxy.calls("CreateTrainingJob")  # noqa: E731
+                       if r.json()["TrainingJobName"] == "retry-job-1"]
+    proxy.faults += [
+        common.Fault(create, common.aws_error(400, "ThrottlingException", "Rate exceeded")),
+        # the second attempt reaches SageMaker and creates the job, but its answer is lost
+        common.Fault(create, common.aws_error(500, "InternalFailure", "We encountered an internal error"), after=True),
+        common.Fault(lambda r: r.target == "DescribeTrainingJob",
+                     common.aws_error(503, "ServiceUnavailable", "Service unavailable"), times=2),
+    ]
+    backend = SageMakerBackend(clients={"sagemaker": sagemaker.client("sagemaker", via_proxy=True),
+                                        "s3": sagemaker.client("s3"), "logs": sagemaker.client("logs")},
+                               backoff_s=0.01)
+    handle = backend.submit(request)
+    assert handle.provider_id.endswith("training-job/retry-job-1")
+    assert creates() == [400, 500], creates()  # found by name after the lost answer: not created again
+    assert backend.status(handle).state in (State.PENDING, State.RUNNING, State.SUCCEEDED)
+    # submitting the same name again is the same job
+    assert backend.submit(request).provider_id == handle.provider_id
+    assert creates() == [400, 500, 400]  # ResourceInUse: the job of that name is adopted
+    deadline = time.monotonic() + 60
+    while backend.status(handle).state is not State.SUCCEEDED and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "hi" in list(backend.logs(handle))
+
+
+def test_entry_resolves_secrets_inside_the_job(sagemaker, monkeypatch):
+    from ftlaunch.backends.sagemaker import entry
+
+    sm = sagemaker.client("secretsmanager")
+    sm.create_secret(Name="ftlaunch/hf-token", SecretString="hf_value_only_in_the_job")
+    for k, v in sagemaker.env().items():
+        monkeypatch.setenv(k, v)
+    env = {"FTLAUNCH_SECRETS": json.dumps({"HF_TOKEN": "ftlaunch/hf-token"}), "AWS_REGION": "us-east-1"}
+    assert entry.secrets(env) == {"HF_TOKEN": "hf_value_only_in_the_job"}
+
+
+def test_entry_uses_torchrun_across_hosts():
+    from ftlaunch.backends.sagemaker import entry
+
+    env = {"SM_HOSTS": json.dumps(["algo-1", "algo-2"]), "SM_CURRENT_HOST": "algo-2", "SM_NUM_GPUS": "8"}
+    command = entry.trainer_command("{}", env)
+    assert command[1:3] == ["-m", "torch.distributed.run"]
+    assert "--nnodes=2" in command and "--node_rank=1" in command and "--nproc_per_node=8" in command
+    assert "--master_addr=algo-1" in command
