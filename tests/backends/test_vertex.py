@@ -1,0 +1,217 @@
+"""The Vertex AI backend through google-cloud-aiplatform's JobServiceClient (REST) and google-cloud-storage,
+against a local custom-jobs server and gcp-storage-emulator; the emulator side runs the real trainer
+under Vertex's contract (AIP_MODEL_DIR, AIP_CHECKPOINT_DIR, CLUSTER_SPEC, /gcs).
+
+Rendered requests are pinned by golden files and parsed by the aiplatform_v1.CustomJob protobuf type.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ftlaunch import errors, plan as plan_mod, spec as spec_mod
+from ftlaunch.backends import base, get
+from ftlaunch.backends.base import State
+
+from emulators import common
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("FTLAUNCH_UPDATE_GOLDEN") == "1"
+UNCONFIGURED = {"PATH": os.environ.get("PATH", "")}
+
+
+def render_example(overrides: tuple[str, ...] = (), env: dict[str, str] | None = None) -> base.JobRequest:
+    from ftlaunch.backends.vertex import settings
+
+    spec = spec_mod.load(REPO / "examples/quickstart.yaml", ("resources.cloud=vertex", "resources.gpu=a100",
+                                                             *overrides))
+    plan = plan_mod.make(spec, name="quickstart-20260101-000000-abcd")
+    plan.context = settings.resolve(plan.spec, plan.job_name, env=env or UNCONFIGURED)
+    return get("vertex").render(plan)
+
+
+def check_golden(name: str, request: base.JobRequest) -> None:
+    text = json.dumps(request.to_json(), indent=2, sort_keys=True).replace(str(REPO), "<repo>") + "\n"
+    path = GOLDEN / name
+    if UPDATE or not path.exists():
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; rerun with FTLAUNCH_UPDATE_GOLDEN=1 if that is intended"
+
+
+def validate_custom_job(payload: dict) -> None:
+    from google.cloud import aiplatform_v1
+
+    job = aiplatform_v1.CustomJob.from_json(json.dumps(payload))  # unknown fields or bad enums raise
+    assert job.job_spec.worker_pool_specs[0].container_spec.image_uri
+
+
+@pytest.mark.parametrize("golden, overrides", [
+    ("vertex-quickstart.json", ()),
+    ("vertex-spot-2-nodes.json", ("resources.spot=true", "resources.nodes=2", "resources.max_cost=50",
+                                  "secrets=[HF_TOKEN]")),
+])
+def test_render_matches_golden_and_the_custom_job_type(golden, overrides):
+    request = render_example(overrides)
+    check_golden(golden, request)
+    validate_custom_job(request.payload)
+    spec = request.payload["jobSpec"]
+    assert spec["scheduling"]["restartJobOnWorkerRestart"] is True
+    assert spec["workerPoolSpecs"][0]["machineSpec"]["acceleratorType"] == "NVIDIA_TESLA_A100"
+    job_spec = json.loads(request.uploads[0]["content"])
+    assert job_spec["dataset"]["path"].startswith("/gcs/")
+    if "resources.spot=true" in overrides:
+        assert spec["scheduling"]["strategy"] == "SPOT"
+        assert [p["replicaCount"] for p in spec["workerPoolSpecs"]] == ["1", "1"]
+        assert int(spec["scheduling"]["timeout"].rstrip("s")) < 7 * 86400  # max_cost became the timeout
+        env = {e["name"]: e["value"] for e in spec["workerPoolSpecs"][0]["containerSpec"]["env"]}
+        assert json.loads(env["FTLAUNCH_SECRETS"]) == {
+            "HF_TOKEN": "projects/unset-ftlaunch-gcp-project/secrets/HF_TOKEN/versions/latest"}
+
+
+def test_submit_refuses_placeholders_without_network():
+    with pytest.raises(errors.UserError) as info:
+        get("vertex").submit(render_example())
+    for var in ("FTLAUNCH_GCP_PROJECT", "FTLAUNCH_GCS_BUCKET", "FTLAUNCH_ARTIFACT_REGISTRY"):
+        assert var in info.value.render()
+
+
+def test_dry_run_cli_prints_request_and_cost_table(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FTLAUNCH_G", "FTLAUNCH_A", "GOOGLE_"))}
+    env["FTLAUNCH_HOME"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "ftlaunch", "--cloud", "vertex", "--gpu", "a100", "--dry-run",
+                           "quickstart.yaml"], cwd=REPO / "examples", env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "offers" in proc.stdout and "a2-highgpu-1g" in proc.stdout and '"workerPoolSpecs"' in proc.stdout
+
+
+def test_entry_reads_cluster_spec():
+    from ftlaunch.backends.vertex import entry
+
+    spec = json.dumps({"cluster": {"workerpool0": ["cmle-training-workerpool0-ab-0:2222"],
+                                   "workerpool1": ["w-0:2222", "w-1:2222"]},
+                       "task": {"type": "workerpool1", "index": 1}})
+    assert entry.cluster(spec) == (3, 2, "cmle-training-workerpool0-ab-0")
+    assert entry.cluster(None) == (1, 0, "localhost")
+
+
+# ---------------------------------------------------------------- against the emulator
+
+@pytest.fixture(scope="module")
+def vertex(tmp_path_factory):
+    from emulators.vertex import VertexEmulator
+
+    emulator = VertexEmulator(tmp_path_factory.mktemp("vertex"))
+    yield emulator
+    emulator.stop()
+
+
+def ftlaunch(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "ftlaunch", *args], capture_output=True, text=True, timeout=180,
+                          env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ftlaunch {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def wait_for(env, job: str, states: set[str], timeout: float = 150) -> dict:
+    deadline = time.monotonic() + timeout
+    status = {}
+    while time.monotonic() < deadline:
+        status = json.loads(ftlaunch(env, "status", job, "--json").stdout)
+        if status["state"] in states:
+            return status
+        time.sleep(1)
+    raise AssertionError(f"{job} did not reach {states}; last: {status}\n{ftlaunch(env, 'logs', job).stdout}")
+
+
+def cli_env(vertex, ftlaunch_home) -> dict[str, str]:
+    return {**os.environ, **vertex.env(), "FTLAUNCH_HOME": str(ftlaunch_home), "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.mark.slow
+def test_launch_runs_trainer_then_status_logs_fetch(vertex, tiny_spec, tmp_path, ftlaunch_home):
+    env = cli_env(vertex, ftlaunch_home)
+    submitted = json.loads(ftlaunch(env, "--cloud", "vertex", "--detach", "--json", str(tiny_spec)).stdout)
+    job = submitted["job"]
+    assert submitted["provider_id"].startswith("projects/ftlaunch-test/locations/us-central1/customJobs/")
+    assert submitted["output"].endswith(f"/jobs/{job}/output/model")
+    status = wait_for(env, job, {"SUCCEEDED", "FAILED"})
+    log = ftlaunch(env, "logs", job).stdout
+    assert status["state"] == "SUCCEEDED", (status, log)
+    assert "outputs complete" in log
+
+    dest = tmp_path / "fetched"
+    assert "verified" in ftlaunch(env, "fetch", job, "--dest", str(dest)).stdout
+    for name in ("metrics.jsonl", "summary.json", "manifest.json", "weights/adapter_model.safetensors"):
+        assert (dest / name).exists(), name
+    assert json.loads((dest / "summary.json").read_text())["steps"] == 6
+
+
+@pytest.mark.slow
+def test_failed_job_maps_to_failed_with_the_error_message(vertex, tiny_spec, tmp_path, ftlaunch_home):
+    env = cli_env(vertex, ftlaunch_home)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    job = json.loads(ftlaunch(env, "--cloud", "vertex", "--detach", "--json", "--set", f"dataset.path={empty}",
+                              str(tiny_spec)).stdout)["job"]
+    status = wait_for(env, job, {"SUCCEEDED", "FAILED"})
+    assert status["state"] == "FAILED"
+    assert "exited with a non-zero status" in status["reason"]
+    fetched = ftlaunch(env, "fetch", job, check=False)
+    assert fetched.returncode == 2 and "no complete outputs" in fetched.stderr
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_job(vertex, tiny_spec, ftlaunch_home):
+    env = cli_env(vertex, ftlaunch_home)
+    job = json.loads(ftlaunch(env, "--cloud", "vertex", "--detach", "--json", "--set",
+                              "hyperparameters.max_steps=100000", str(tiny_spec)).stdout)["job"]
+    wait_for(env, job, {"RUNNING"})
+    ftlaunch(env, "cancel", job)
+    status = wait_for(env, job, {"CANCELLED", "FAILED", "SUCCEEDED"}, timeout=60)
+    assert status["state"] == "CANCELLED", status
+    cancels = lambda: len([r for r, _ in vertex.proxy.requests if r.path.split("?")[0].endswith(":cancel")])  # noqa: E731
+    assert cancels() == 1
+    ftlaunch(env, "cancel", job)  # an ended job: silent, nothing sent
+    assert cancels() == 1
+
+
+def test_retries_throttling_and_5xx_and_never_creates_a_second_job(vertex, monkeypatch):
+    from ftlaunch.backends.vertex.backend import VertexBackend
+
+    for k, v in vertex.env().items():
+        monkeypatch.setenv(k, v)
+    request = render_example(env={**UNCONFIGURED, **vertex.env()})
+    request.payload["displayName"] = request.job_name = "retry-job-1"
+    request.payload["jobSpec"]["workerPoolSpecs"][0]["containerSpec"].update(command=["python", "-c", "print('hi')"],
+                                                                              args=[])
+    creating = lambda r: r.method == "POST" and r.path.split("?")[0].endswith("/customJobs")  # noqa: E731
+    error = lambda code, status: (code, {"Content-Type": "application/json"}, json.dumps(  # noqa: E731
+        {"error": {"code": code, "message": status.lower(), "status": status}}).encode())
+    vertex.proxy.faults += [
+        common.Fault(creating, error(429, "RESOURCE_EXHAUSTED")),
+        # the second attempt creates the job, but its answer is lost
+        common.Fault(creating, error(500, "INTERNAL"), after=True),
+        common.Fault(lambda r: r.method == "GET" and "/customJobs/" in r.path, error(503, "UNAVAILABLE"), times=2),
+    ]
+    backend = VertexBackend(backoff_s=0.01)
+    handle = backend.submit(request)
+    same_name = [j for j in vertex.jobs.values() if j["displayName"] == "retry-job-1"]
+    assert len(same_name) == 1 and handle.provider_id == same_name[0]["name"]
+    assert backend.submit(request).provider_id == handle.provider_id  # the same name is the same job
+    assert len([j for j in vertex.jobs.values() if j["displayName"] == "retry-job-1"]) == 1
+    deadline = time.monotonic() + 60
+    while backend.status(handle).state is not State.SUCCEEDED and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert backend.status(handle).state is State.SUCCEEDED
+    assert "hi" in list(backend.logs(handle))
+    assert backend.status(handle).actual_cost is not None
