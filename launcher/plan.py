@@ -185,7 +185,23 @@ def _cloud(spec: Spec, name: str, targets: tuple[str, ...], *, optimize: str, re
     est["memory"] = chosen.details.get("memory")
     return Plan(spec=spec, job_name=name, cloud=chosen.cloud, offer=chosen, offers=offers,
                 output_uri=spec.output.path or "", max_runtime_s=max_runtime,
-                why=_why(chosen, offers, optimize, budget), estimate=est)
+                why=_why(chosen, offers, optimize, budget), estimate=est,
+                context=_backend_context(chosen.cloud, spec, name))
+
+
+def _backend_context(cloud: str, spec: Spec, name: str) -> dict[str, Any]:
+    """The chosen target's settings (account, bucket, role, registry...) and facts about local inputs, read
+    here so that its render() stays pure: `ftlaunch.backends.<cloud>.settings.resolve`, where it exists."""
+    import importlib
+
+    module_name = f"ftlaunch.backends.{cloud}.settings"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name in (module_name, f"ftlaunch.backends.{cloud}"):
+            return {}
+        raise
+    return module.resolve(spec, name)
 
 
 def _offer(spec: Spec, shape: shapes.Shape, row: prices.PriceRow, tokens: estimator.Tokens) -> Offer:

@@ -250,3 +250,18 @@ def test_entry_uses_torchrun_across_hosts():
     assert command[1:3] == ["-m", "torch.distributed.run"]
     assert "--nnodes=2" in command and "--node_rank=1" in command and "--nproc_per_node=8" in command
     assert "--master_addr=algo-1" in command
+
+
+def test_check_reports_what_each_cloud_backend_misses(sagemaker, tmp_path):
+    from ftlaunch import check
+
+    home = tmp_path / "home"
+    home.mkdir()
+    rows = {r["backend"]: r for r in check.gather({"HOME": str(home), "FTLAUNCH_HOME": str(home)})}
+    assert not rows["sagemaker"]["ready"]
+    missing = {i["what"] for i in rows["sagemaker"]["items"] if not i["ok"]}
+    assert {"FTLAUNCH_SAGEMAKER_ROLE", "FTLAUNCH_S3_BUCKET", "FTLAUNCH_ECR_REGISTRY"} <= missing
+    vertex = {i["what"]: i for i in rows["vertex"]["items"]}
+    assert not vertex["FTLAUNCH_GCS_BUCKET"]["ok"] and "export FTLAUNCH_GCS_BUCKET" in vertex["FTLAUNCH_GCS_BUCKET"]["fix"]
+    rows = {r["backend"]: r for r in check.gather({**sagemaker.env(), "FTLAUNCH_HOME": str(home)})}
+    assert all(i["ok"] for i in rows["sagemaker"]["items"] if i["what"].startswith("FTLAUNCH_"))

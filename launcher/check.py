@@ -1,0 +1,142 @@
+"""`ftlaunch check`: per backend, whether its SDK extra, credentials and settings are present, and what to do
+about each one missing. Looks without importing the SDKs where it can, and never submits anything."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+BACKENDS = ("local", "sagemaker", "vertex", "azureml", "skypilot")
+
+
+def gather(env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per backend: {backend, ready, items: [{what, ok, detail, fix}]}."""
+    env = dict(os.environ if env is None else env)
+    rows = [_local(), _sagemaker(env), _vertex(env),
+            _sdk_only("azureml", [("azure.ai.ml", "azure-ai-ml"), ("azure.identity", "azure-identity")], "azure"),
+            _sdk_only("skypilot", [("sky", "skypilot")], "skypilot")]
+    for row in rows:
+        row["ready"] = all(item["ok"] for item in row["items"])
+    return rows
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def check(as_json: bool) -> None:
+    """Say, per backend, whether its SDK, credentials and settings are in place, and how to fix what is not."""
+    rows = gather()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(highlight=False, soft_wrap=True)
+    for row in rows:
+        mark = "[green]ready[/]" if row["ready"] else "[yellow]not ready[/]"
+        console.print(f"[bold]{row['backend']}[/]: {mark}")
+        for item in row["items"]:
+            sign = "[green]ok[/]  " if item["ok"] else "[red]missing[/]"
+            console.print(f"  {sign} {escape(item['what'])}" + (f": {escape(item['detail'])}" if item["detail"] else ""))
+            if not item["ok"] and item["fix"]:
+                console.print(f"          fix: {escape(item['fix'])}")
+
+
+def _item(what: str, ok: bool, detail: str = "", fix: str = "") -> dict[str, Any]:
+    return {"what": what, "ok": bool(ok), "detail": detail, "fix": fix}
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _local() -> dict[str, Any]:
+    train = all(_has(m) for m in ("torch", "transformers", "peft", "trl"))
+    return {"backend": "local", "items": [
+        _item("training packages (torch, transformers, peft, trl)", train, fix="pip install 'ftlaunch[train]'")]}
+
+
+def _setting(env: dict[str, str], section: str, key: str, var: str) -> tuple[bool, str]:
+    from ftlaunch.backends import base
+
+    value = base.settings(section, {key: (var, None)}, env)[key]
+    return value is not None, str(value) if value is not None else ""
+
+
+def _sagemaker(env: dict[str, str]) -> dict[str, Any]:
+    items = [_item("boto3 (extra `sagemaker`)", _has("boto3"), fix="pip install 'ftlaunch[sagemaker]'")]
+    items.append(_aws_credentials(env) if _has("boto3") else
+                 _item("AWS credentials", False, "not checked without boto3", "pip install 'ftlaunch[sagemaker]'"))
+    for key, var, fix in (("role_arn", "FTLAUNCH_SAGEMAKER_ROLE", "an IAM role SageMaker can assume (docs/clouds.md)"),
+                          ("bucket", "FTLAUNCH_S3_BUCKET", "an S3 bucket for inputs, checkpoints and outputs"),
+                          ("registry", "FTLAUNCH_ECR_REGISTRY", "ACCOUNT.dkr.ecr.REGION.amazonaws.com holding "
+                                                                "ftlaunch-trainer (or FTLAUNCH_SAGEMAKER_IMAGE)")):
+        ok, value = _setting(env, "sagemaker", key, var)
+        if key == "registry" and not ok:
+            ok, value = _setting(env, "sagemaker", "image", "FTLAUNCH_SAGEMAKER_IMAGE")
+        items.append(_item(var, ok, value, f"export {var}=... ({fix}) or set it under `sagemaker:` in "
+                                            "$FTLAUNCH_HOME/config.yaml"))
+    return {"backend": "sagemaker", "items": items}
+
+
+def _aws_credentials(env: dict[str, str]) -> dict[str, Any]:
+    """Finds credentials the way boto3 does (environment, profiles, SSO, container and instance roles)."""
+    import boto3
+
+    try:
+        credentials = boto3.session.Session().get_credentials()
+    except Exception as exc:  # noqa: BLE001 - a broken profile is a finding, not a crash
+        return _item("AWS credentials", False, f"{type(exc).__name__}: {exc}", "fix ~/.aws/config or AWS_PROFILE")
+    if credentials is None:
+        return _item("AWS credentials", False, "none found",
+                     "aws configure (or aws sso login, AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
+    return _item("AWS credentials", True, f"from {credentials.method}")
+
+
+def _vertex(env: dict[str, str]) -> dict[str, Any]:
+    sdk = _has("google.cloud.aiplatform_v1") and _has("google.cloud.storage")
+    items = [_item("google-cloud-aiplatform and google-cloud-storage (extra `vertex`)", sdk,
+                   fix="pip install 'ftlaunch[vertex]'")]
+    items.append(_gcp_credentials(env) if _has("google.auth") else
+                 _item("Google credentials", False, "not checked without google-auth", "pip install 'ftlaunch[vertex]'"))
+    for key, var, fix in (("project", "FTLAUNCH_GCP_PROJECT", "the project that runs the jobs"),
+                          ("bucket", "FTLAUNCH_GCS_BUCKET", "a GCS bucket for inputs, checkpoints and outputs"),
+                          ("registry", "FTLAUNCH_ARTIFACT_REGISTRY", "REGION-docker.pkg.dev/PROJECT/REPO holding "
+                                                                     "ftlaunch-trainer (or FTLAUNCH_VERTEX_IMAGE)")):
+        ok, value = _setting(env, "vertex", key, var)
+        if key == "project" and not ok and env.get("GOOGLE_CLOUD_PROJECT"):
+            ok, value = True, env["GOOGLE_CLOUD_PROJECT"] + " (GOOGLE_CLOUD_PROJECT)"
+        if key == "registry" and not ok:
+            ok, value = _setting(env, "vertex", "image", "FTLAUNCH_VERTEX_IMAGE")
+        items.append(_item(var, ok, value, f"export {var}=... ({fix}) or set it under `vertex:` in "
+                                            "$FTLAUNCH_HOME/config.yaml"))
+    return {"backend": "vertex", "items": items}
+
+
+def _gcp_credentials(env: dict[str, str]) -> dict[str, Any]:
+    """Application Default Credentials, looked for without contacting a metadata server."""
+    path = env.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if path:
+        ok = Path(path).exists()
+        return _item("Google credentials", ok, f"GOOGLE_APPLICATION_CREDENTIALS={path}" + ("" if ok else " (no file)"),
+                     "point GOOGLE_APPLICATION_CREDENTIALS at a key file, or unset it")
+    adc = Path(env.get("CLOUDSDK_CONFIG") or Path.home() / ".config/gcloud") / "application_default_credentials.json"
+    if adc.exists():
+        return _item("Google credentials", True, f"application default credentials ({adc})")
+    if env.get("GCE_METADATA_HOST") or env.get("KUBERNETES_SERVICE_HOST") or env.get("CLOUD_SHELL"):
+        return _item("Google credentials", True, "the attached service account (metadata server)")
+    return _item("Google credentials", False, "none found", "gcloud auth application-default login")
+
+
+def _sdk_only(backend: str, modules: list[tuple[str, str]], extra: str) -> dict[str, Any]:
+    ok = all(_has(m) for m, _ in modules)
+    names = ", ".join(p for _, p in modules)
+    return {"backend": backend, "items": [_item(f"{names} (extra `{extra}`)", ok, fix=f"pip install 'ftlaunch[{extra}]'")]}
