@@ -130,11 +130,16 @@ def test_cell_spec_uses_per_technique_settings():
     assert full.name == "b-full" and full.bench.techniques is None
 
 
-def test_unsupported_technique_is_refused_with_reason():
+def test_unsupported_technique_is_refused_with_reason(monkeypatch):
+    from ftlaunch import techniques
+
+    # every pair is supported today; give the table one refusal to see the bench honour it
+    monkeypatch.setitem(techniques.UNSUPPORTED, (techniques.Technique.PREFIX, techniques.Task.DPO), "no reason")
     base = spec.loads("name: b\nmodel: a/b\ndataset: {path: d}\ntask: dpo\n")
     with pytest.raises(spec.errors.UserError) as info:
         bench.cells_for(base, ["lora", "prefix"])
-    assert "prefix" in info.value.render()
+    assert "prefix" in info.value.render() and "no reason" in info.value.render()
+    assert techniques.Technique.PREFIX not in [c.technique for c in bench.cells_for(base, None)]
 
 
 def test_pareto_front():
