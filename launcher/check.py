@@ -139,4 +139,8 @@ def _gcp_credentials(env: dict[str, str]) -> dict[str, Any]:
 def _sdk_only(backend: str, modules: list[tuple[str, str]], extra: str) -> dict[str, Any]:
     ok = all(_has(m) for m, _ in modules)
     names = ", ".join(p for _, p in modules)
-    return {"backend": backend, "items": [_item(f"{names} (extra `{extra}`)", ok, fix=f"pip install 'ftlaunch[{extra}]'")]}
+    items = [_item(f"{names} (extra `{extra}`)", ok, fix=f"pip install 'ftlaunch[{extra}]'")]
+    if importlib.util.find_spec(f"ftlaunch.backends.{backend}") is None:
+        items.append(_item(f"the ftlaunch {backend} backend", False,
+                           fix="not in this version of ftlaunch yet; use --cloud sagemaker, vertex or local"))
+    return {"backend": backend, "items": items}

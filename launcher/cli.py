@@ -252,8 +252,11 @@ def _refresh(backend: Any, handle: Any) -> Any:
 
     status = backend.status(handle)
     store = jobs.JobStore()
+    fields = {"state": status.state.value, "reason": status.reason}
+    if getattr(status, "actual_cost", None) is not None:
+        fields["actual_cost"] = status.actual_cost
     try:
-        store.update(handle.job_name, state=status.state.value, reason=status.reason)
+        store.update(handle.job_name, **fields)
     finally:
         store.close()
     return status
@@ -505,10 +508,10 @@ def completion(shell: str) -> None:
 
 
 def _add_commands() -> None:
-    """Commands that live beside their logic: planning (estimate, gpus, recommend, prices)."""
-    from ftlaunch import plan_cli
+    """Commands that live beside their logic: planning (estimate, gpus, recommend, prices), check."""
+    from ftlaunch import check, plan_cli
 
-    for command in (plan_cli.estimate, plan_cli.gpus, plan_cli.recommend, plan_cli.prices):
+    for command in (plan_cli.estimate, plan_cli.gpus, plan_cli.recommend, plan_cli.prices, check.check):
         main_group.add_command(command)
 
 
