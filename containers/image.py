@@ -11,6 +11,7 @@ the context), so an unchanged relaunch finds the tag (locally or in the registry
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
@@ -20,7 +21,9 @@ import sys
 import tempfile
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
+
+from ftlaunch import errors
 
 REPOSITORY = "ftlaunch-trainer"
 UID = 10001
@@ -49,7 +52,7 @@ class BuildOptions:
     base_image: str = DEFAULT_BASE_IMAGE
     repository: str = REPOSITORY
     ca_bundle: str | None = None  # a CA bundle copied in so pip trusts an intercepting proxy
-    wheelhouse: str | None = None  # a folder of wheels: install from it, with no package index
+    wheelhouse: str | None = None  # wheels to install from, with no package index: a folder or a URL
     network: str | None = None  # the build's network (`host` where the engine has no bridge)
 
     def to_json(self) -> dict:
@@ -68,7 +71,7 @@ def options_from_env(env: Mapping[str, str], **overrides: str | None) -> BuildOp
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["base_image"] = resolve_base(values["base_image"])
     for key in ("ca_bundle", "wheelhouse"):
-        if values[key]:
+        if values[key] and "://" not in values[key]:
             values[key] = str(Path(values[key]).expanduser().resolve())
     return BuildOptions(**values)
 
@@ -84,7 +87,7 @@ def dockerfile(options: BuildOptions) -> str:
     from ftlaunch import templates
 
     return templates.render("Dockerfile.j2", base_image=options.base_image, uid=UID,
-                            ca_bundle=bool(options.ca_bundle), wheelhouse=bool(options.wheelhouse))
+                            ca_bundle=bool(options.ca_bundle))
 
 
 def lock_text() -> str:
@@ -101,9 +104,6 @@ def context_files(options: BuildOptions) -> dict[str, Path | bytes]:
         files[f"ftlaunch/{rel}"] = path
     if options.ca_bundle:
         files["ca.crt"] = Path(options.ca_bundle)
-    if options.wheelhouse:
-        for wheel in sorted(Path(options.wheelhouse).glob("*.whl")):
-            files[f"wheels/{wheel.name}"] = wheel
     return files
 
 
@@ -125,15 +125,13 @@ def trainer_sources() -> dict[str, Path]:
 
 
 def content_tag(options: BuildOptions) -> str:
-    """16 hex digits of sha256 over the build context (the Dockerfile, requirements.lock, the sources and
-    the build options' files). Wheels count by name and size: a wheel's name pins its content."""
+    """16 hex digits of sha256 over the build context: the Dockerfile (with its base image), requirements.lock,
+    the sources, and a CA bundle if one is copied in. Where pip gets the pinned wheels from is not content."""
     digest = hashlib.sha256()
     for rel, source in sorted(context_files(options).items()):
         digest.update(rel.encode() + b"\0")
         if isinstance(source, bytes):
             digest.update(hashlib.sha256(source).digest())
-        elif rel.startswith("wheels/"):
-            digest.update(f"{source.stat().st_size}".encode())
         else:
             digest.update(hashlib.sha256(source.read_bytes()).digest())
         digest.update(b"\0")
@@ -158,11 +156,6 @@ def assemble(options: BuildOptions, dest: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(source, bytes):
             target.write_bytes(source)
-        elif rel.startswith("wheels/"):
-            try:
-                os.link(source, target)  # wheels are large; a hard link costs nothing where it works
-            except OSError:
-                shutil.copyfile(source, target)
         else:
             shutil.copyfile(source, target)
     return dest
@@ -222,11 +215,58 @@ def build(engine, options: BuildOptions, tag: str | None = None,
     """Assembles the context in a temporary folder and builds `repository:tag`; returns the reference."""
     tag = tag or content_tag(options)
     ref = local_ref(options, tag)
-    with tempfile.TemporaryDirectory(prefix="ftlaunch-image-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ftlaunch-image-") as tmp, _wheel_source(options) as pip_args:
         context = assemble(options, Path(tmp) / "context")
-        engine.build(context, ref, network=options.network, on_line=on_line,
+        engine.build(context, ref, network=options.network, on_line=on_line, build_args=pip_args,
                      labels={"ftlaunch.content-tag": tag, "ftlaunch.base-image": options.base_image})
     return ref
+
+
+@contextlib.contextmanager
+def _wheel_source(options: BuildOptions) -> Iterator[dict[str, str]]:
+    """pip's build arguments for the wheelhouse option. A folder is served over HTTP on 127.0.0.1 for the
+    build's duration (no COPY, so the wheels add no layer), which needs the build on the host network."""
+    if not options.wheelhouse:
+        yield {}
+        return
+    if "://" in options.wheelhouse:
+        yield _pip_args(options.wheelhouse)
+        return
+    if options.network != "host":
+        raise errors.UserError(f"--wheelhouse {options.wheelhouse}: a wheel folder is served to the build on "
+                               "127.0.0.1, which the build reaches only on the host network.",
+                               hint="add --build-network host, or give the wheelhouse as an http(s) URL")
+    with serve_folder(Path(options.wheelhouse)) as url:
+        yield _pip_args(url)
+
+
+def _pip_args(url: str) -> dict[str, str]:
+    import urllib.parse
+
+    return {"PIP_FIND_LINKS": url, "PIP_NO_INDEX": "1",
+            "PIP_TRUSTED_HOST": urllib.parse.urlsplit(url).hostname or ""}
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path) -> Iterator[str]:
+    """A read-only HTTP server for `folder` on 127.0.0.1 at a free port, in a thread; yields its URL."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # ---------------------------------------------------------------------------- the lock file

@@ -23,6 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 SUITE = "bookworm"
 TARBALL = f"debian-{SUITE}-python.tar"
@@ -209,29 +211,21 @@ def base_image(engine: Dockerd) -> str:
         return BASE_IMAGE
     if engine.docker("image", "inspect", DEBIAN_IMAGE, check=False).returncode != 0:
         engine.docker("import", str(debian_tarball()), DEBIAN_IMAGE)
-    wheels = torch_wheels()
-    with tempfile.TemporaryDirectory(prefix="ftl-base-") as tmp:
+    from ftlaunch.containers import image
+
+    # the wheels are served over HTTP on 127.0.0.1 rather than copied in, so they add no 200 MB layer
+    with tempfile.TemporaryDirectory(prefix="ftl-base-") as tmp, image.serve_folder(torch_wheels()) as url:
         context = Path(tmp)
-        (context / "wheels").mkdir()
-        for wheel in wheels.glob("*.whl"):
-            os.link(wheel, context / "wheels" / wheel.name) if _same_fs(wheel, context) else \
-                shutil.copyfile(wheel, context / "wheels" / wheel.name)
         (context / "Dockerfile").write_text(f"""\
 FROM {DEBIAN_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY wheels /tmp/wheels
 RUN python3 -m venv /opt/venv \\
- && pip install --no-index --find-links /tmp/wheels torch=={TORCH_VERSION} \\
- && rm -rf /tmp/wheels \\
+ && pip install --no-index --find-links {url} --trusted-host 127.0.0.1 torch=={TORCH_VERSION} \\
  && python -c "import torch; print(torch.__version__)"
 """)
         engine.docker("build", "--network", "host", "-t", BASE_IMAGE, str(context),
                       env={**engine.env, "DOCKER_BUILDKIT": "0"})
     return BASE_IMAGE
-
-
-def _same_fs(a: Path, b: Path) -> bool:
-    return a.stat().st_dev == b.stat().st_dev
 
 
 # ---------------------------------------------------------------------------- a local registry
@@ -297,6 +291,57 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------- pytest fixtures
+# Test modules import these by name (`from docker_engine import docker_env  # noqa: F401`).
+
+@pytest.fixture(scope="session")
+def dockerd():
+    """A private dockerd for the session, stopped by pid at the end; skips with the reason if it cannot start."""
+    try:
+        engine = start_dockerd()
+    except Unavailable as exc:
+        pytest.skip(f"no Docker engine could start here: {exc}")
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def job_base(dockerd) -> str:
+    """The stand-in PyTorch base (Debian + CPU torch) in the session's engine."""
+    try:
+        return base_image(dockerd)
+    except Unavailable as exc:
+        pytest.skip(f"the test base image cannot be made here: {exc}")
+
+
+@pytest.fixture(scope="session")
+def wheelhouse() -> Path:
+    from ftlaunch.containers import image
+
+    try:
+        return job_wheelhouse(Path(image.__file__).with_name(image.LOCK_FILE))
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def docker_env(dockerd, job_base, wheelhouse) -> dict[str, str]:
+    """What an `ftlaunch` subprocess needs to build and run in the session's engine: its socket, the local
+    base, wheels instead of an index (builds stay offline and fast), host network for builds, none for jobs."""
+    return {"DOCKER_HOST": dockerd.host, "FTLAUNCH_BASE_IMAGE": job_base, "FTLAUNCH_WHEELHOUSE": str(wheelhouse),
+            "FTLAUNCH_BUILD_NETWORK": "host", "FTLAUNCH_DOCKER_NETWORK": "none", "FTLAUNCH_ENGINE": "docker"}
+
+
+@pytest.fixture(scope="session")
+def local_registry():
+    try:
+        registry = start_registry()
+    except Unavailable as exc:
+        pytest.skip(f"no local registry could start here: {exc}")
+    yield registry
+    registry.stop()
 
 
 if __name__ == "__main__":

