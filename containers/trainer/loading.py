@@ -91,6 +91,8 @@ def load_trained(spec: Any, weights: str, dtype: Any = None) -> Any:
             return adapters.load(base, folder)
         import peft
 
+        if spec.technique is Technique.QLORA:  # the same preparation as in training (norms in float32)
+            base = peft.prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
         return peft.PeftModel.from_pretrained(base, str(folder))
     import transformers
 

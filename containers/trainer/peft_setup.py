@@ -55,11 +55,11 @@ def apply(model: Any, technique: Technique, settings: Any, task: Task) -> Any:
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameters, counting each shared tensor once."""
+    """(trainable, total) parameters, counting each shared tensor once and leaving out a reference copy."""
     seen: set[int] = set()
     trainable = total = 0
-    for param in model.parameters():
-        if id(param) in seen:
+    for name, param in model.named_parameters():
+        if id(param) in seen or ".ref." in name:  # trl's frozen copy of the adapter, DPO's reference
             continue
         seen.add(id(param))
         n = param.numel()
