@@ -259,7 +259,13 @@ def serve_folder(folder: Path) -> Iterator[str]:
             pass
 
     handler = functools.partial(Quiet, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    # the URL is a build argument, and a changed build argument defeats the layer cache from the first RUN
+    # on: so the same folder gets the same port whenever that port is free
+    preferred = 20000 + int(hashlib.sha256(str(folder.resolve()).encode()).hexdigest(), 16) % 20000
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", preferred), handler)
+    except OSError:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
