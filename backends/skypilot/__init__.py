@@ -1,0 +1,1 @@
+"""The SkyPilot backend: one managed job per job, on whichever cloud the offer names, outputs in a bucket."""

@@ -1,0 +1,43 @@
+"""SkyPilot settings (output bucket, image registry), read at plan time from the environment and
+$FTLAUNCH_HOME/config.yaml (section `skypilot:`), so that render() stays pure.
+
+    skypilot:                       # each key also has an environment variable, which wins
+      bucket: s3://my-ml-bucket                               # FTLAUNCH_SKYPILOT_BUCKET (s3://, gs://, r2://)
+      registry: 123456789012.dkr.ecr.us-east-1.amazonaws.com  # FTLAUNCH_SKYPILOT_REGISTRY
+      image: ghcr.io/me/ftlaunch-trainer:0.1.0                # FTLAUNCH_SKYPILOT_IMAGE (overrides registry)
+
+Cloud credentials are SkyPilot's own (`sky check`); secrets are the spec's names, whose values submit
+reads from the launcher's environment and hands to SkyPilot as task secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ftlaunch import __version__
+from ftlaunch.backends import base
+
+TABLE = {  # context key: (environment variable, default)
+    "bucket": ("FTLAUNCH_SKYPILOT_BUCKET", None),
+    "prefix": ("FTLAUNCH_SKYPILOT_PREFIX", "ftlaunch"),
+    "registry": ("FTLAUNCH_SKYPILOT_REGISTRY", None),
+    "image": ("FTLAUNCH_SKYPILOT_IMAGE", None),  # a full image reference; overrides registry and tag
+    "image_tag": ("FTLAUNCH_IMAGE_TAG", __version__),
+    "disk_gb": ("FTLAUNCH_SKYPILOT_DISK_GB", 256),
+    "max_restarts_on_errors": ("FTLAUNCH_SKYPILOT_MAX_RESTARTS", 0),
+}
+
+
+def resolve(spec: Any, job_name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The plan's context for --cloud skypilot; unconfigured values become visible placeholders."""
+    ctx = base.settings("skypilot", TABLE, env)
+    bucket = ctx["bucket"] or "s3://" + base.placeholder("FTLAUNCH_SKYPILOT_BUCKET", lower=True)
+    ctx["bucket"] = bucket if "://" in bucket else f"s3://{bucket}"
+    ctx["bucket"] = ctx["bucket"].rstrip("/")
+    if not ctx["registry"]:
+        ctx["registry"] = "docker.io/" + base.placeholder("FTLAUNCH_SKYPILOT_REGISTRY", lower=True)
+    ctx["disk_gb"] = int(ctx["disk_gb"])
+    ctx["max_restarts_on_errors"] = int(ctx["max_restarts_on_errors"])
+    ctx["prefix"] = str(ctx["prefix"]).strip("/")
+    ctx["inputs"] = base.local_inputs(spec)
+    return ctx
