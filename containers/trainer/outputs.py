@@ -60,7 +60,7 @@ def make_metrics_callback(path: Path, total_steps_hint: int | None = None, is_ma
             tokens = logs.get("num_tokens", getattr(state, "num_input_tokens_seen", None))
             if tokens:
                 self.tokens_seen = float(tokens)
-                if self.last_tokens is not None and now > self.last_time:
+                if self.last_tokens is not None and now > self.last_time and tokens > self.last_tokens:
                     row["tokens_per_s"] = round((tokens - self.last_tokens) / (now - self.last_time), 2)
                 self.last_tokens = float(tokens)
                 row["tokens"] = int(tokens)
