@@ -17,9 +17,7 @@ BACKENDS = ("local", "sagemaker", "vertex", "azureml", "skypilot")
 def gather(env: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One row per backend: {backend, ready, items: [{what, ok, detail, fix}]}."""
     env = dict(os.environ if env is None else env)
-    rows = [_local(), _sagemaker(env), _vertex(env),
-            _sdk_only("azureml", [("azure.ai.ml", "azure-ai-ml"), ("azure.identity", "azure-identity")], "azure"),
-            _sdk_only("skypilot", [("sky", "skypilot")], "skypilot")]
+    rows = [_local(), _sagemaker(env), _vertex(env), _azureml(env), _skypilot(env)]
     for row in rows:
         row["ready"] = all(item["ok"] for item in row["items"])
     return rows
@@ -136,11 +134,51 @@ def _gcp_credentials(env: dict[str, str]) -> dict[str, Any]:
     return _item("Google credentials", False, "none found", "gcloud auth application-default login")
 
 
-def _sdk_only(backend: str, modules: list[tuple[str, str]], extra: str) -> dict[str, Any]:
-    ok = all(_has(m) for m, _ in modules)
-    names = ", ".join(p for _, p in modules)
-    items = [_item(f"{names} (extra `{extra}`)", ok, fix=f"pip install 'ftlaunch[{extra}]'")]
-    if importlib.util.find_spec(f"ftlaunch.backends.{backend}") is None:
-        items.append(_item(f"the ftlaunch {backend} backend", False,
-                           fix="not in this version of ftlaunch yet; use --cloud sagemaker, vertex or local"))
-    return {"backend": backend, "items": items}
+def _azureml(env: dict[str, str]) -> dict[str, Any]:
+    sdk = _has("azure.ai.ml") and _has("azure.identity") and _has("azure.storage.blob")
+    items = [_item("azure-ai-ml, azure-identity and azure-storage-blob (extra `azure`)", sdk,
+                   fix="pip install 'ftlaunch[azure]'")]
+    items.append(_azure_credentials(env))
+    for key, var, fix in (("subscription", "FTLAUNCH_AZURE_SUBSCRIPTION", "the subscription id"),
+                          ("resource_group", "FTLAUNCH_AZURE_RESOURCE_GROUP", "the workspace's resource group"),
+                          ("workspace", "FTLAUNCH_AZURE_WORKSPACE", "the Azure ML workspace"),
+                          ("compute", "FTLAUNCH_AZURE_COMPUTE", "a GPU compute cluster in the workspace"),
+                          ("registry", "FTLAUNCH_ACR_REGISTRY", "NAME.azurecr.io holding ftlaunch-trainer (or "
+                                                                "FTLAUNCH_AZUREML_IMAGE)")):
+        ok, value = _setting(env, "azureml", key, var)
+        if key == "registry" and not ok:
+            ok, value = _setting(env, "azureml", "image", "FTLAUNCH_AZUREML_IMAGE")
+        items.append(_item(var, ok, value, f"export {var}=... ({fix}) or set it under `azureml:` in "
+                                            "$FTLAUNCH_HOME/config.yaml"))
+    return {"backend": "azureml", "items": items}
+
+
+def _azure_credentials(env: dict[str, str]) -> dict[str, Any]:
+    """Where DefaultAzureCredential would find a login, looked for without asking for a token."""
+    if env.get("AZURE_CLIENT_ID") and (env.get("AZURE_CLIENT_SECRET") or env.get("AZURE_CLIENT_CERTIFICATE_PATH")
+                                       or env.get("AZURE_FEDERATED_TOKEN_FILE")):
+        return _item("Azure credentials", True, "service principal from AZURE_CLIENT_ID and friends")
+    if env.get("IDENTITY_ENDPOINT") or env.get("MSI_ENDPOINT"):
+        return _item("Azure credentials", True, "managed identity")
+    profile = Path(env.get("AZURE_CONFIG_DIR") or Path.home() / ".azure") / "azureProfile.json"
+    if profile.exists():
+        return _item("Azure credentials", True, f"Azure CLI login ({profile.parent})")
+    return _item("Azure credentials", False, "none found", "az login (or set AZURE_CLIENT_ID, AZURE_TENANT_ID and "
+                                                           "AZURE_CLIENT_SECRET for a service principal)")
+
+
+def _skypilot(env: dict[str, str]) -> dict[str, Any]:
+    items = [_item("skypilot (extra `skypilot`)", _has("sky"), fix="pip install 'ftlaunch[skypilot]'")]
+    enabled = Path(env.get("HOME") or Path.home()) / ".sky"
+    items.append(_item("SkyPilot state (~/.sky)", enabled.exists(), str(enabled) if enabled.exists() else "",
+                       "run `sky check` once: it says which clouds' credentials SkyPilot can use"))
+    for key, var, fix in (("bucket", "FTLAUNCH_SKYPILOT_BUCKET", "s3://BUCKET or gs://BUCKET for outputs and "
+                                                                 "checkpoints"),
+                          ("registry", "FTLAUNCH_SKYPILOT_REGISTRY", "a registry the clusters can pull "
+                                                                     "ftlaunch-trainer from (or FTLAUNCH_SKYPILOT_IMAGE)")):
+        ok, value = _setting(env, "skypilot", key, var)
+        if key == "registry" and not ok:
+            ok, value = _setting(env, "skypilot", "image", "FTLAUNCH_SKYPILOT_IMAGE")
+        items.append(_item(var, ok, value, f"export {var}=... ({fix}) or set it under `skypilot:` in "
+                                            "$FTLAUNCH_HOME/config.yaml"))
+    return {"backend": "skypilot", "items": items}

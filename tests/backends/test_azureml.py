@@ -262,3 +262,16 @@ def test_retries_throttling_and_5xx_and_never_creates_a_second_job(azureml, monk
     assert backend.status(handle).state is State.SUCCEEDED
     assert "hi" in list(backend.logs(handle))
     assert backend.status(handle).actual_cost is not None
+
+
+def test_check_row_names_each_missing_setting_and_is_ready_when_configured(tmp_path):
+    from ftlaunch import check
+
+    bare = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "AZURE_CONFIG_DIR": str(tmp_path / "az")}
+    row = next(r for r in check.gather(bare) if r["backend"] == "azureml")
+    missing = {i["what"] for i in row["items"] if not i["ok"]}
+    assert not row["ready"] and {"Azure credentials", "FTLAUNCH_AZURE_WORKSPACE", "FTLAUNCH_ACR_REGISTRY"} <= missing
+    configured = {**bare, "AZURE_CLIENT_ID": "id", "AZURE_CLIENT_SECRET": "s", "AZURE_TENANT_ID": "t",
+                  "FTLAUNCH_AZURE_SUBSCRIPTION": "sub", "FTLAUNCH_AZURE_RESOURCE_GROUP": "rg",
+                  "FTLAUNCH_AZURE_WORKSPACE": "ws", "FTLAUNCH_AZURE_COMPUTE": "gpu", "FTLAUNCH_ACR_REGISTRY": "r.azurecr.io"}
+    assert next(r for r in check.gather(configured) if r["backend"] == "azureml")["ready"]

@@ -186,3 +186,15 @@ def test_fetch_downloads_the_output_bucket_and_verifies_it(tmp_path, monkeypatch
         backend.download("s3://out/ftlaunch/jobs/j/outputs", tmp_path / "fetched")
     manifest.verify(tmp_path / "fetched")
     assert (tmp_path / "fetched/weights/adapter.safetensors").stat().st_size == 64
+
+
+def test_check_row_names_each_missing_setting_and_is_ready_when_configured(tmp_path):
+    from ftlaunch import check
+
+    bare = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    row = next(r for r in check.gather(bare) if r["backend"] == "skypilot")
+    missing = {i["what"] for i in row["items"] if not i["ok"]}
+    assert {"SkyPilot state (~/.sky)", "FTLAUNCH_SKYPILOT_BUCKET", "FTLAUNCH_SKYPILOT_REGISTRY"} <= missing
+    (tmp_path / ".sky").mkdir()
+    configured = {**bare, "FTLAUNCH_SKYPILOT_BUCKET": "s3://b", "FTLAUNCH_SKYPILOT_IMAGE": "ghcr.io/me/t:1"}
+    assert next(r for r in check.gather(configured) if r["backend"] == "skypilot")["ready"]
