@@ -32,7 +32,11 @@ def load_model(ref: models.ModelRef, task: Task, technique: Technique, dtype: An
     import transformers
 
     kwargs: dict[str, Any] = {"dtype": dtype}
-    if ref.gguf_file:
+    location = ref.location
+    if ref.gguf_file and quantization is not None:
+        # transformers cannot quantise while reading GGUF: read it once, keep a plain copy, quantise that
+        location = dequantized_copy(ref)
+    elif ref.gguf_file:
         kwargs["gguf_file"] = ref.gguf_file
     if quantization is not None:
         kwargs["quantization_config"] = quantization
@@ -44,8 +48,8 @@ def load_model(ref: models.ModelRef, task: Task, technique: Technique, dtype: An
         if label_names:
             kwargs["id2label"] = dict(enumerate(label_names))
             kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}
-    model = cls.from_pretrained(ref.location, **kwargs)
-    if ref.gguf_file:
+    model = cls.from_pretrained(location, **kwargs)
+    if ref.gguf_file and quantization is None:
         # GGUF weights arrive dequantised to `dtype`: drop the quantiser so the model trains and
         # save_pretrained writes plain safetensors
         quantizer = getattr(model, "hf_quantizer", None)
@@ -54,6 +58,35 @@ def load_model(ref: models.ModelRef, task: Task, technique: Technique, dtype: An
         if getattr(model.config, "_is_quantized", False):
             model.config._is_quantized = False
     return model
+
+
+def dequantized_copy(ref: models.ModelRef) -> str:
+    """A safetensors copy of a GGUF model's dequantised weights (float32), made once and cached beside
+    FTLAUNCH_HOME (or ~/.cache/ftlaunch); returns its folder."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    import torch
+    import transformers
+
+    source = Path(ref.location) / ref.gguf_file if not Path(ref.gguf_file).is_absolute() else Path(ref.gguf_file)
+    stat = source.stat() if source.exists() else None
+    key = hashlib.sha256(f"{source}:{stat.st_size if stat else 0}:{stat.st_mtime if stat else 0}".encode()).hexdigest()[:16]
+    root = Path(os.environ.get("FTLAUNCH_CACHE", Path.home() / ".cache" / "ftlaunch")) / "gguf" / key
+    if (root / "config.json").exists():
+        return str(root)
+    model = transformers.AutoModelForCausalLM.from_pretrained(ref.location, gguf_file=ref.gguf_file,
+                                                              dtype=torch.float32)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config._is_quantized = False
+    tmp = root.with_name(root.name + f".{os.getpid()}.tmp")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tmp.replace(root)
+    log.info("dequantised %s to %s", source, root)
+    return str(root)
 
 
 def load_trained(spec: Any, weights: str, dtype: Any = None) -> Any:
