@@ -5,10 +5,11 @@ How the request is sent: the payload is the job YAML's own form; `azure.ai.ml.lo
 ML's schema, as `az ml job create -f` does) and `MLClient.jobs.create_or_update` sends it. The SDK
 registers the inline image as an anonymous environment version, then PUTs jobs/<name>.
 
-Retries: azure-core's own retries stay on for transport errors; throttling (429) and 5xx answers are also
-retried by `base.with_retries`, and before each new create the backend asks for the job by name (names
-are unique in a workspace), so a retried submit never makes a second job. Submitting a name that already
-has a job returns that job.
+Retries: azure-core retries transport errors and 5xx answers itself; throttling (429) and what is left
+are retried by `base.with_retries`, and before each new create the backend asks for the job by name
+(names are unique in a workspace), so a retried submit never makes a second job; a create refused because
+the name is taken (an earlier attempt created it) returns that job. Submitting a name that already has a
+job returns that job.
 
 Status reasons, log files and start/end times come from the run history service (`RunDetails`), which
 MLClient reaches through the workspace's discovery URL: the same call `MLClient.jobs.stream` makes.
@@ -92,7 +93,11 @@ class AzureMLBackend(Backend):
         try:
             created = self._retry(create, before_retry=lambda: self._existing(ml, name))
         except Exception as exc:  # noqa: BLE001
-            raise _user_error(exc, f"Azure ML did not accept job {name}") from None
+            # azure-core retries a 5xx PUT itself; when the first attempt created the job, the retry
+            # is told the name is taken: that job is this one
+            created = self._existing(ml, name) if _already_exists(exc) else None
+            if created is None:
+                raise _user_error(exc, f"Azure ML did not accept job {name}") from None
         handle.extra["studio_url"] = getattr(created, "studio_url", None)
         return handle
 
@@ -332,6 +337,10 @@ def _get_ok(requests: Any, url: str) -> Any:
         raise ServiceResponseError(f"HTTP {response.status_code} reading a log file")
     response.raise_for_status()
     return response
+
+
+def _already_exists(exc: BaseException) -> bool:
+    return getattr(exc, "status_code", None) in (400, 409) and "already exists" in str(exc).lower()
 
 
 def _load_job(payload: dict[str, Any]) -> Any:
