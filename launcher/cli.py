@@ -508,10 +508,11 @@ def completion(shell: str) -> None:
 
 
 def _add_commands() -> None:
-    """Commands that live beside their logic: planning (estimate, gpus, recommend, prices), check."""
-    from ftlaunch import check, plan_cli
+    """Commands that live beside their logic: planning (estimate, gpus, recommend, prices), check, build."""
+    from ftlaunch import build_cli, check, plan_cli
 
-    for command in (plan_cli.estimate, plan_cli.gpus, plan_cli.recommend, plan_cli.prices, check.check):
+    for command in (plan_cli.estimate, plan_cli.gpus, plan_cli.recommend, plan_cli.prices, check.check,
+                    build_cli.build):
         main_group.add_command(command)
 
 

@@ -36,7 +36,8 @@ def wait_for(job: str, states: set[str], timeout: float = 240) -> dict:
 
 
 def test_launch_status_logs_fetch(tiny_spec, tmp_path):
-    submitted = json.loads(ftlaunch("--cloud", "local", "--detach", "--json", str(tiny_spec)).stdout)
+    submitted = json.loads(ftlaunch("--cloud", "local", "--runtime", "process", "--detach", "--json",
+                                    str(tiny_spec)).stdout)
     job = submitted["job"]
     status = wait_for(job, {"SUCCEEDED", "FAILED"})
     log = ftlaunch("logs", job).stdout
@@ -63,8 +64,8 @@ def test_launch_status_logs_fetch(tiny_spec, tmp_path):
 
 
 def test_cancel_stops_the_whole_process_group(tiny_spec):
-    job = json.loads(ftlaunch("--detach", "--json", "--set", "hyperparameters.max_steps=100000",
-                              str(tiny_spec)).stdout)["job"]
+    job = json.loads(ftlaunch("--runtime", "process", "--detach", "--json", "--set",
+                              "hyperparameters.max_steps=100000", str(tiny_spec)).stdout)["job"]
     wait_for(job, {"RUNNING"})
     deadline = time.monotonic() + 120
     while "step" not in ftlaunch("logs", job).stdout and time.monotonic() < deadline:
@@ -81,7 +82,8 @@ def test_cancel_stops_the_whole_process_group(tiny_spec):
 def test_failed_job_reports_the_reason(tiny_spec, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    job = json.loads(ftlaunch("--detach", "--json", "--set", f"dataset.path={empty}", str(tiny_spec)).stdout)["job"]
+    job = json.loads(ftlaunch("--runtime", "process", "--detach", "--json", "--set", f"dataset.path={empty}",
+                              str(tiny_spec)).stdout)["job"]
     status = wait_for(job, {"SUCCEEDED", "FAILED"})
     assert status["state"] == "FAILED"
     assert status["reason"]
