@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 from xml.sax.saxutils import escape
 
 from . import common
@@ -323,10 +323,7 @@ def _server(emulator: AzureMLEmulator) -> http.server.ThreadingHTTPServer:
 
         def _blob(self, url, body: bytes) -> None:
             _, _account, container, *rest = url.path.split("/", 3)
-            name = rest[0] if rest else ""
-            from urllib.parse import unquote
-
-            name = unquote(name)
+            name = unquote(rest[0]) if rest else ""
             query = parse_qs(url.query)
             stamp = {"ETag": '"0x1"', "Last-Modified": email.utils.formatdate(usegmt=True),
                      "x-ms-version": "2025-01-05", "x-ms-request-id": "emulator"}
