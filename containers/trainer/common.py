@@ -145,6 +145,16 @@ def training_args(job: Job, has_eval: bool, **extra: Any) -> dict[str, Any]:
     return args
 
 
+def packing_strategy(job: Job) -> str:
+    """How sft packs rows. With flash-attention on a GPU: best-fit-decreasing, padding-free (one flat
+    sequence per batch, attention kept within each row by varlen kernels). Elsewhere (CPU, SDPA) a flat
+    sequence makes attention quadratic in the whole batch, so rows are packed into max_length chunks
+    ("wrapped"): no padding at all, at the price of rows split across chunk boundaries."""
+    if job.device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "bfd"
+    return "wrapped"
+
+
 def _strategy(job: Job) -> str:
     strategy = job.spec.resources.distributed
     if strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:

@@ -39,7 +39,7 @@ def run(job: common.Job) -> dict[str, Any]:
     config = SFTConfig(**common.training_args(job, has_eval),
                        max_length=spec.hyperparameters.max_length,
                        packing=settings.packing,
-                       padding_free=settings.packing,
+                       packing_strategy=common.packing_strategy(job),
                        completion_only_loss=True,
                        dataset_num_proc=None)
     trainer = common.make_trainer(job, SFTTrainer, model=model, args=config, train_dataset=train_rows,
