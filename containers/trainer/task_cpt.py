@@ -26,7 +26,8 @@ def run(job: common.Job) -> dict[str, Any]:
 
     model = common.apply_technique(job, common.load_base(job, tokenizer))
     has_eval = eval_rows is not None
-    config = SFTConfig(**common.training_args(job, has_eval),
+    # trl counts the tokens itself (num_tokens); no second count per step
+    config = SFTConfig(**common.training_args(job, has_eval, include_num_input_tokens_seen="no"),
                        max_length=spec.hyperparameters.max_length,
                        packing=settings.packing,
                        packing_strategy="wrapped" if settings.packing else "bfd",
