@@ -267,17 +267,30 @@ def _refresh(backend: Any, handle: Any) -> Any:
 @main_group.command()
 @click.argument("spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec value.")
-@click.option("--json", "as_json", is_flag=True, help="Print the validated spec as JSON.")
-def validate(spec_path: str | None, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Check SPEC and say what is wrong, where, and how to fix it."""
+@click.option("--data/--no-data", "check_data", default=True, show_default=True,
+              help="Also pre-flight the local data: columns, malformed rows, lengths, labels, duplicates.")
+@click.option("--json", "as_json", is_flag=True, help="Print the validated spec (and data report) as JSON.")
+def validate(spec_path: str | None, overrides: tuple[str, ...], check_data: bool, as_json: bool) -> None:
+    """Check SPEC (and its local data) and say what is wrong, where, and how to fix it."""
     from ftlaunch import spec as spec_mod
 
     path = spec_path or spec_mod.DEFAULT_SPEC
     spec = spec_mod.load(path, overrides)
+    report = None
+    if check_data:
+        from ftlaunch import preflight
+
+        report = preflight.check(spec.resolved())
     if as_json:
-        click.echo(json.dumps(spec.to_json(), indent=2))
-        return
-    _console().print(f"[green]ok[/] {path}: {spec.task.value} with {spec.technique.value} on {spec.model}")
+        click.echo(json.dumps({"spec": spec.to_json(), "data": report.to_json() if report else None}, indent=2))
+    else:
+        console = _console()
+        console.print(f"[green]ok[/] {path}: {spec.task.value} with {spec.technique.value} on {spec.model}")
+        if report is not None:
+            preflight.print_report(console, report)
+    if report is not None and not report.ok:
+        raise errors.UserError(f"{path}: the data has {len(report.errors)} problem(s) (listed above).",
+                               hint="fix the rows named above, or map columns with dataset.columns")
 
 
 @main_group.command()

@@ -75,6 +75,21 @@ def test_mistakes_exit_2_with_one_message_and_no_traceback(tmp_path, body, needl
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+def test_validate_preflights_local_data_with_row_numbers(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": \n'
+                    '{"instruction": "", "output": "d"}\n')
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(f"name: x\nmodel: {QUICKSTART.parent / 'data'}\ndataset:\n  path: train.jsonl\n  format: alpaca\n")
+    proc = subprocess.run([sys.executable, "-m", "ftlaunch", "validate", "--no-data", str(spec_file)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "ftlaunch", "validate", str(spec_file)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    out = proc.stdout + proc.stderr
+    assert "train.jsonl:2" in out and "Traceback" not in out
+
+
 def test_unsupported_capability_is_one_readable_error():
     result = CliRunner().invoke(cli.main_group, ["--cloud", "local", "--nodes", "2", "--dry-run", str(QUICKSTART)])
     assert result.exit_code == 2
@@ -116,7 +131,7 @@ def test_help_and_dry_run_import_no_heavy_modules():
     code = (
         "import sys\n"
         "from ftlaunch import cli\n"
-        "for args in (['--help'], ['--dry-run', '--json', %r], ['techniques'], ['validate', %r]):\n"
+        "for args in (['--help'], ['--dry-run', '--json', %r], ['techniques'], ['validate', '--no-data', %r]):\n"
         "    try:\n"
         "        cli.main_group(args, standalone_mode=False)\n"
         "    except SystemExit:\n"
