@@ -42,13 +42,29 @@ def load_split(path: str, split: str = "train", data_dir: str | None = None) -> 
         files = sorted(p for p in local.iterdir() if p.suffix.lower() in BUILDERS)
         if not files:
             raise errors.UserError(f"dataset folder {path} has no .jsonl, .json, .csv, .parquet or .txt files.")
-        builder = BUILDERS[files[0].suffix.lower()]
-        return datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train",
-                                     **_builder_kwargs(files[0].suffix.lower()))
+        _not_empty(files)
+        return _load(datasets, BUILDERS[files[0].suffix.lower()], path, data_files=[str(f) for f in files],
+                     split="train", **_builder_kwargs(files[0].suffix.lower()))
     if suffix in BUILDERS:
-        return datasets.load_dataset(BUILDERS[suffix], data_files=path, split="train",
-                                     **_builder_kwargs(suffix))
-    return datasets.load_dataset(path, split=split)
+        if local.exists():
+            _not_empty([local])
+        return _load(datasets, BUILDERS[suffix], path, data_files=path, split="train", **_builder_kwargs(suffix))
+    return _load(datasets, path, path, split=split)
+
+
+def _not_empty(files: list[Path]) -> None:
+    empty = [str(f) for f in files if f.stat().st_size == 0]
+    if empty:
+        raise errors.UserError(f"dataset file {empty[0]} is empty.", hint="point dataset.path at a file with rows")
+
+
+def _load(datasets: Any, builder: str, path: str, **kwargs: Any) -> Any:
+    """datasets.load_dataset, with a reading failure of the user's file turned into one clear message."""
+    try:
+        return datasets.load_dataset(builder, **kwargs)
+    except (ValueError, KeyError, StopIteration, datasets.exceptions.DatasetGenerationError) as exc:
+        raise errors.UserError(f"could not read dataset {path}: {exc.__class__.__name__}: {exc}".rstrip(": "),
+                               hint="run `ftlaunch validate SPEC` for row-numbered problems") from None
 
 
 def _builder_kwargs(suffix: str) -> dict[str, Any]:

@@ -211,7 +211,7 @@ def test_failed_job_maps_to_failed_with_the_error_message(azureml, tiny_spec, tm
                               str(tiny_spec)).stdout)["job"]
     status = wait_for(env, job, {"SUCCEEDED", "FAILED"})
     assert status["state"] == "FAILED"
-    assert "exited with status code 1" in status["reason"]
+    assert "exited with status code 2" in status["reason"]  # the trainer's exit code for a user error
     fetched = ftlaunch(env, "fetch", job, check=False)
     assert fetched.returncode == 2 and "no complete outputs" in fetched.stderr
 
