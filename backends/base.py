@@ -83,6 +83,41 @@ class JobStatus:
     actual_cost: float | None = None  # USD, where the provider reports billable time
 
 
+def no_outputs_yet(handle: JobHandle, status: JobStatus) -> errors.UserError:
+    """The error `fetch` raises for a job that has not succeeded (yet)."""
+    return errors.UserError(f"job {handle.job_name} has no complete outputs yet ({status.state.value}"
+                            f"{': ' + status.reason if status.reason else ''}).",
+                            hint="wait for it to succeed (`ftlaunch status`), then fetch again")
+
+
+def fetch_verified(dest: Path, download: Callable[[Path], None]) -> Path:
+    """Runs download(staging) into a folder beside dest, verifies manifest.json there, then swaps it in:
+    dest is either the previous complete copy or the new verified one, never half-written."""
+    import shutil
+
+    from ftlaunch import manifest
+
+    dest = Path(dest)
+    staging = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    download(staging)
+    manifest.verify(staging)
+    if dest.exists():
+        shutil.rmtree(dest)
+    staging.replace(dest)
+    return dest
+
+
+def inside(folder: Path, rel: str, source: str) -> Path:
+    """folder/rel for a downloaded object, with its parent folders made; refuses names that escape folder."""
+    target = (folder / rel).resolve()
+    if folder.resolve() not in target.parents:
+        raise errors.UserError(f"refusing to write {source} outside {folder}.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
 class Backend(abc.ABC):
     """One target. Subclasses are named <Provider>Backend and live in ftlaunch/backends/<name>/backend.py."""
 

@@ -266,7 +266,7 @@ def residual_bytes(w: Workload) -> int:
 def layer_activation_bytes(shape: Shape, w: Workload) -> float:
     """Bytes one layer saves for backward, per token."""
     h, q, kv, f = shape.hidden_size, shape.q_dim, shape.kv_dim, shape.intermediate_size
-    cb, rb = compute_bytes(w), residual_bytes(w)
+    cb = compute_bytes(w)
     full = w.technique is Technique.FULL
     # norms: the fp32 input RMSNorm upcasts to (kept by pow and mul) and, when the weight trains, the output
     n = 2 * (4 * h + (cb * h if full else 0))

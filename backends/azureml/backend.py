@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ftlaunch import errors, manifest
+from ftlaunch import errors
 from ftlaunch.backends import base
 from ftlaunch.backends.azureml import render as _render
 from ftlaunch.backends.base import Backend, Capability, JobHandle, JobRequest, JobStatus, State
@@ -228,35 +227,24 @@ class AzureMLBackend(Backend):
         """Downloads everything under the job's `outputs` output and verifies it against manifest.json."""
         state = self.status(handle)
         if state.state is not State.SUCCEEDED:
-            raise errors.UserError(f"job {handle.job_name} has no complete outputs yet ({state.state.value}"
-                                   f"{': ' + state.reason if state.reason else ''}).",
-                                   hint="wait for it to succeed (`ftlaunch status`), then fetch again")
+            raise base.no_outputs_yet(handle, state)
         datastore, prefix = _render.split_datastore_uri(handle.output_uri)
         container = self._datastore({**handle.extra, "datastore": datastore})
-        dest = Path(dest)
-        staging = dest.with_name(f".{dest.name}.partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
-            names = self._retry(lambda: [b.name for b in container.list_blobs(name_starts_with=prefix)])
-            for name in names:
-                rel = name[len(prefix):]
-                if not rel or rel.endswith("/"):
-                    continue
-                target = (staging / rel).resolve()
-                if staging.resolve() not in target.parents:
-                    raise errors.UserError(f"refusing to write {name} outside {dest}.")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._retry(lambda: target.write_bytes(container.download_blob(name).readall()))
-        except errors.UserError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise _user_error(exc, f"cannot download {handle.output_uri}") from None
-        manifest.verify(staging)
-        if dest.exists():
-            shutil.rmtree(dest)
-        staging.replace(dest)
-        return dest
+
+        def download(staging: Path) -> None:
+            try:
+                names = self._retry(lambda: [b.name for b in container.list_blobs(name_starts_with=prefix)])
+                for name in names:
+                    rel = name[len(prefix):]
+                    if rel and not rel.endswith("/"):
+                        target = base.inside(staging, rel, name)
+                        self._retry(lambda: target.write_bytes(container.download_blob(name).readall()))
+            except errors.UserError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise _user_error(exc, f"cannot download {handle.output_uri}") from None
+
+        return base.fetch_verified(dest, download)
 
     # ------------------------------------------------------------------ clients
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ftlaunch import errors, manifest
+from ftlaunch import errors
 from ftlaunch.backends import base
 from ftlaunch.backends.base import Backend, Capability, JobHandle, JobRequest, JobStatus, State
 from ftlaunch.backends.sagemaker import render as _render
@@ -203,15 +203,10 @@ class SageMakerBackend(Backend):
 
     def fetch(self, handle: JobHandle, dest: Path) -> Path:
         """Downloads model.tar.gz (what SageMaker made of /opt/ml/model), unpacks it and verifies it."""
-        import shutil
-
         job = self._describe(handle)
         uri = (job.get("ModelArtifacts") or {}).get("S3ModelArtifacts") or handle.extra["model_artifact"]
         if job["TrainingJobStatus"] != "Completed":
-            state = self.status(handle)
-            raise errors.UserError(f"job {handle.job_name} has no complete outputs yet ({state.state.value}"
-                                   f"{': ' + state.reason if state.reason else ''}).",
-                                   hint="wait for it to succeed (`ftlaunch status`), then fetch again")
+            raise base.no_outputs_yet(handle, self.status(handle))
         bucket, key = split_s3(uri)
         s3 = self._client("s3", handle.extra.get("region"))
         buffer = io.BytesIO()
@@ -219,18 +214,13 @@ class SageMakerBackend(Backend):
             self._retry(lambda: (buffer.seek(0), buffer.truncate(), s3.download_fileobj(bucket, key, buffer)))
         except Exception as exc:  # noqa: BLE001
             raise _user_error(exc, f"cannot download {uri}") from None
-        dest = Path(dest)
-        staging = dest.with_name(f".{dest.name}.partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        buffer.seek(0)
-        with tarfile.open(fileobj=buffer, mode="r:gz") as tar:
-            tar.extractall(staging, filter="data")
-        manifest.verify(staging)
-        if dest.exists():
-            shutil.rmtree(dest)
-        staging.replace(dest)
-        return dest
+
+        def unpack(staging: Path) -> None:
+            buffer.seek(0)
+            with tarfile.open(fileobj=buffer, mode="r:gz") as tar:
+                tar.extractall(staging, filter="data")
+
+        return base.fetch_verified(dest, unpack)
 
     # ------------------------------------------------------------------ clients
 

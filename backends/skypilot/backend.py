@@ -17,12 +17,11 @@ rendered request or the job records.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from ftlaunch import errors, manifest
+from ftlaunch import errors
 from ftlaunch.backends import base
 from ftlaunch.backends.base import Backend, Capability, JobHandle, JobRequest, JobStatus, State
 from ftlaunch.backends.skypilot import render as _render
@@ -174,19 +173,8 @@ class SkyPilotBackend(Backend):
         """Downloads everything under the job's output bucket folder and verifies it against manifest.json."""
         state = self.status(handle)
         if state.state is not State.SUCCEEDED:
-            raise errors.UserError(f"job {handle.job_name} has no complete outputs yet ({state.state.value}"
-                                   f"{': ' + state.reason if state.reason else ''}).",
-                                   hint="wait for it to succeed (`ftlaunch status`), then fetch again")
-        dest = Path(dest)
-        staging = dest.with_name(f".{dest.name}.partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        self.download(handle.output_uri, staging)
-        manifest.verify(staging)
-        if dest.exists():
-            shutil.rmtree(dest)
-        staging.replace(dest)
-        return dest
+            raise base.no_outputs_yet(handle, state)
+        return base.fetch_verified(dest, lambda staging: self.download(handle.output_uri, staging))
 
     def download(self, uri: str, folder: Path) -> None:
         """Copies every object under a bucket folder (s3:// or gs://) into `folder`."""
@@ -195,11 +183,7 @@ class SkyPilotBackend(Backend):
         prefix = prefix.rstrip("/") + "/"
         try:
             for key, read in self._objects(scheme, bucket, prefix):
-                target = (folder / key[len(prefix):]).resolve()
-                if folder.resolve() not in target.parents:
-                    raise errors.UserError(f"refusing to write {key} outside {folder}.")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(read())
+                base.inside(folder, key[len(prefix):], key).write_bytes(read())
         except errors.UserError:
             raise
         except Exception as exc:  # noqa: BLE001

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ftlaunch import errors, manifest
+from ftlaunch import errors
 from ftlaunch.backends import base
 from ftlaunch.backends.base import Backend, Capability, JobHandle, JobRequest, JobStatus, State
 from ftlaunch.backends.vertex import render as _render
@@ -199,35 +198,24 @@ class VertexBackend(Backend):
         """Downloads everything under the job's AIP_MODEL_DIR and verifies it against manifest.json."""
         state = self.status(handle)
         if state.state is not State.SUCCEEDED:
-            raise errors.UserError(f"job {handle.job_name} has no complete outputs yet ({state.state.value}"
-                                   f"{': ' + state.reason if state.reason else ''}).",
-                                   hint="wait for it to succeed (`ftlaunch status`), then fetch again")
+            raise base.no_outputs_yet(handle, state)
         bucket_name, prefix = split_gs(handle.output_uri.rstrip("/") + "/")
         storage = self._storage_client(handle.extra["project"])
-        dest = Path(dest)
-        staging = dest.with_name(f".{dest.name}.partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
-            blobs = self._retry(lambda: list(storage.list_blobs(bucket_name, prefix=prefix)))
-            for blob in blobs:
-                rel = blob.name[len(prefix):]
-                if not rel or rel.endswith("/"):
-                    continue
-                target = (staging / rel).resolve()
-                if staging.resolve() not in target.parents:
-                    raise errors.UserError(f"refusing to write {blob.name} outside {dest}.")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._retry(lambda: blob.download_to_filename(str(target)))
-        except errors.UserError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise _user_error(exc, f"cannot download {handle.output_uri}") from None
-        manifest.verify(staging)
-        if dest.exists():
-            shutil.rmtree(dest)
-        staging.replace(dest)
-        return dest
+
+        def download(staging: Path) -> None:
+            try:
+                blobs = self._retry(lambda: list(storage.list_blobs(bucket_name, prefix=prefix)))
+                for blob in blobs:
+                    rel = blob.name[len(prefix):]
+                    if rel and not rel.endswith("/"):
+                        target = base.inside(staging, rel, blob.name)
+                        self._retry(lambda: blob.download_to_filename(str(target)))
+            except errors.UserError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise _user_error(exc, f"cannot download {handle.output_uri}") from None
+
+        return base.fetch_verified(dest, download)
 
     # ------------------------------------------------------------------ clients
 
