@@ -272,6 +272,7 @@ class Spec(_Strict):
     secrets: list[str] = Field(default_factory=list,
                                description="names of secrets (environment variables) the job may read; never values")
     bench: Bench = Field(default_factory=Bench, description="used only by `ftlaunch bench`")
+    _digest: str | None = pydantic.PrivateAttr(None)
     base_dir: str | None = Field(None, description="set by the loader: the spec file's folder, for relative paths")
 
     @pydantic.field_validator("secrets")
@@ -317,13 +318,18 @@ class Spec(_Strict):
             data["dataset"]["eval_path"] = _absolute(self.resolve_path(self.dataset.eval_path))
         if self.output.path:
             data["output"]["path"] = _absolute(self.resolve_path(self.output.path))
-        return Spec.model_validate(data)
+        copy = Spec.model_validate(data)
+        copy._digest = self.digest()  # the job's identity stays that of the spec as written
+        return copy
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"base_dir"})
 
     def digest(self) -> str:
-        """A short, stable hash of what the job would do (not of where the spec file lies)."""
+        """A short, stable hash of what the job would do, from the spec as written: neither where the spec
+        file lies nor where its relative paths resolve on this machine changes it."""
+        if self._digest is not None:  # set by resolved(): the digest of the spec before its paths were resolved
+            return self._digest
         blob = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

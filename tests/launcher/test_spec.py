@@ -107,6 +107,8 @@ def test_digest_ignores_where_the_file_lies(tmp_path):
     for d in (a, b):
         (d / "s.yaml").write_text(BASE)
     assert spec.load(a / "s.yaml").digest() == spec.load(b / "s.yaml").digest()
+    # resolving relative paths (different on each machine) keeps the digest
+    assert spec.load(a / "s.yaml").resolved().digest() == spec.load(b / "s.yaml").resolved().digest()
     assert spec.loads(BASE).digest() != spec.loads(BASE, overrides=("hyperparameters.seed=1",)).digest()
 
 
