@@ -233,16 +233,18 @@ def settings(section: str, table: dict[str, tuple[str, Any]], env: dict[str, str
 def local_inputs(spec: Any) -> dict[str, dict[str, Any]]:
     """Facts about the spec's model, dataset and eval files that a cloud job must get: for each, whether it
     is a local file, a local folder (with its files), a storage URI, or a reference the job resolves itself
-    (hub id, pkg:). Reads the file system, so the planner calls it, not render."""
+    (a hub id). Reads the file system, so the planner calls it, not render."""
+    from ftlaunch import models
+
     refs = {"model": spec.model, "train": spec.dataset.path, "eval": spec.dataset.eval_path}
     out = {}
     for channel, ref in refs.items():
         if not ref:
             continue
-        path = Path(ref).expanduser()
-        if "://" in ref or ref.startswith("pkg:"):
-            kind = "uri" if "://" in ref else "ref"
-            out[channel] = {"kind": kind, "ref": ref}
+        # a model shipped in a pip package here is a local file to upload: the job image lacks that package
+        path = models.package_path(ref) if ref.startswith(models.PKG_PREFIX) else Path(ref).expanduser()
+        if "://" in ref:
+            out[channel] = {"kind": "uri", "ref": ref}
         elif path.is_file():
             out[channel] = {"kind": "file", "ref": str(path), "name": path.name, "bytes": path.stat().st_size}
         elif path.is_dir():

@@ -16,37 +16,21 @@ import sys
 import time
 from pathlib import Path
 
+import golden_files
 import pytest
 import yaml
 
-from ftlaunch import errors, plan as plan_mod, spec as spec_mod
-from ftlaunch.backends import base, get
+from ftlaunch import errors
+from ftlaunch.backends import get
 from ftlaunch.backends.base import State
 
 from emulators import common
 
 REPO = Path(__file__).resolve().parents[2]
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("FTLAUNCH_UPDATE_GOLDEN") == "1"
-UNCONFIGURED = {"PATH": os.environ.get("PATH", "")}
 
 
-def render_example(overrides: tuple[str, ...] = (), env: dict[str, str] | None = None) -> base.JobRequest:
-    from ftlaunch.backends.azureml import settings
-
-    spec = spec_mod.load(REPO / "examples/quickstart.yaml", ("resources.cloud=azureml", "resources.gpu=a100",
-                                                             *overrides))
-    plan = plan_mod.make(spec, name="quickstart-20260101-000000-abcd")
-    plan.context = settings.resolve(plan.spec, plan.job_name, env=env or UNCONFIGURED)
-    return get("azureml").render(plan)
 
 
-def check_golden(name: str, request: base.JobRequest) -> None:
-    text = json.dumps(request.to_json(), indent=2, sort_keys=True).replace(str(REPO), "<repo>") + "\n"
-    path = GOLDEN / name
-    if UPDATE or not path.exists():
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} changed; rerun with FTLAUNCH_UPDATE_GOLDEN=1 if that is intended"
 
 
 def load_command_job(payload: dict):
@@ -65,13 +49,13 @@ def load_command_job(payload: dict):
                                    "secrets=[HF_TOKEN]")),
 ])
 def test_render_matches_golden_and_azure_ml_job_schema(golden, overrides):
-    request = render_example(overrides)
-    check_golden(golden, request)
+    request = golden_files.render_example("azureml", overrides)
+    golden_files.check(golden, request)
     job = load_command_job(request.payload)
     p = request.payload
     assert job.name == job.display_name == "quickstart-20260101-000000-abcd"
     assert job.environment.image == "unset-ftlaunch-acr-registry.azurecr.io/ftlaunch-trainer:0.1.0"
-    assert set(job.inputs) == {"spec", "train", "eval"} and set(job.outputs) == {"outputs", "checkpoints"}
+    assert set(job.inputs) == {"spec", "train", "eval", "model"} and set(job.outputs) == {"outputs", "checkpoints"}
     assert job.outputs["outputs"].path.endswith("/jobs/quickstart-20260101-000000-abcd/outputs/")
     assert job.tags["ftlaunch:vm-size"] == "Standard_ND96asr_v4"
     assert "--input train=${{inputs.train}}" in p["command"]
@@ -107,7 +91,7 @@ def test_azure_ml_states_map_onto_ours(provider, ours):
 
 def test_submit_refuses_placeholders_without_network():
     with pytest.raises(errors.UserError) as info:
-        get("azureml").submit(render_example())
+        get("azureml").submit(golden_files.render_example("azureml"))
     for var in ("FTLAUNCH_AZURE_SUBSCRIPTION", "FTLAUNCH_AZURE_RESOURCE_GROUP", "FTLAUNCH_AZURE_WORKSPACE",
                 "FTLAUNCH_AZURE_COMPUTE", "FTLAUNCH_ACR_REGISTRY"):
         assert var in info.value.render()
@@ -236,7 +220,7 @@ def test_retries_throttling_and_5xx_and_never_creates_a_second_job(azureml, monk
 
     for k, v in azureml.env().items():
         monkeypatch.setenv(k, v)
-    request = render_example(env={**UNCONFIGURED, **azureml.env()})
+    request = golden_files.render_example("azureml", env={**golden_files.UNCONFIGURED, **azureml.env()})
     request.payload["name"] = request.payload["display_name"] = request.job_name = "retry-job-1"
     request.payload["command"] = "python -c \"print('hi')\""
     putting = lambda r: r.method == "PUT" and r.path.split("?")[0].endswith("/jobs/retry-job-1")  # noqa: E731

@@ -13,40 +13,24 @@ import sys
 import time
 from pathlib import Path
 
+import golden_files
 import pytest
 
-from ftlaunch import errors, plan as plan_mod, spec as spec_mod
+from ftlaunch import errors
 from ftlaunch.backends import base, get
 from ftlaunch.backends.base import State
 
 from emulators import common
 
 REPO = Path(__file__).resolve().parents[2]
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("FTLAUNCH_UPDATE_GOLDEN") == "1"
 
 
 # ---------------------------------------------------------------- render: golden files and botocore's schema
 
-UNCONFIGURED = {"PATH": os.environ.get("PATH", "")}  # no FTLAUNCH_* settings: placeholders
 
 
-def render_example(overrides: tuple[str, ...] = (), env: dict[str, str] | None = None) -> base.JobRequest:
-    from ftlaunch.backends.sagemaker import settings
-
-    spec = spec_mod.load(REPO / "examples/quickstart.yaml", ("resources.cloud=sagemaker", "resources.gpu=a100",
-                                                             *overrides))
-    plan = plan_mod.make(spec, name="quickstart-20260101-000000-abcd")
-    plan.context = settings.resolve(plan.spec, plan.job_name, env=env or UNCONFIGURED)
-    return get("sagemaker").render(plan)
 
 
-def check_golden(name: str, request: base.JobRequest) -> None:
-    text = json.dumps(request.to_json(), indent=2, sort_keys=True).replace(str(REPO), "<repo>") + "\n"
-    path = GOLDEN / name
-    if UPDATE or not path.exists():
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} changed; rerun with FTLAUNCH_UPDATE_GOLDEN=1 if that is intended"
 
 
 def validate_create_training_job(payload: dict) -> None:
@@ -64,13 +48,13 @@ def validate_create_training_job(payload: dict) -> None:
                                      "secrets=[HF_TOKEN]")),
 ])
 def test_render_matches_golden_and_botocore_schema(golden, overrides):
-    request = render_example(overrides)
-    check_golden(golden, request)
+    request = golden_files.render_example("sagemaker", overrides)
+    golden_files.check(golden, request)
     validate_create_training_job(request.payload)
     p = request.payload
     assert p["AlgorithmSpecification"]["ContainerArguments"] == ["--spec", "/opt/ml/input/data/spec/spec.json"]
     assert p["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
-    assert {c["ChannelName"] for c in p["InputDataConfig"]} == {"spec", "train", "eval"}
+    assert {c["ChannelName"] for c in p["InputDataConfig"]} == {"spec", "train", "eval", "model"}
     job_spec = json.loads(request.uploads[0]["content"])
     assert job_spec["dataset"]["path"] == "/opt/ml/input/data/train/city-extraction-train.jsonl"
     if "resources.spot=true" in overrides:
@@ -84,7 +68,7 @@ def test_render_matches_golden_and_botocore_schema(golden, overrides):
 
 
 def test_submit_refuses_placeholders_without_network():
-    request = render_example()
+    request = golden_files.render_example("sagemaker")
     with pytest.raises(errors.UserError) as info:
         get("sagemaker").submit(request)
     text = info.value.render()
@@ -198,7 +182,7 @@ def test_cancel_stops_the_job(sagemaker, tiny_spec, ftlaunch_home):
 def test_retries_throttling_and_5xx_and_never_creates_a_second_job(sagemaker, tmp_path):
     from ftlaunch.backends.sagemaker.backend import SageMakerBackend
 
-    request = render_example(env={**UNCONFIGURED, **{k: v for k, v in sagemaker.env().items()
+    request = golden_files.render_example("sagemaker", env={**golden_files.UNCONFIGURED, **{k: v for k, v in sagemaker.env().items()
                                                      if k.startswith("FTLAUNCH_")}})
     request.payload["AlgorithmSpecification"]["ContainerEntrypoint"] = ["python", "-c", "print('hi')"]
     request.payload["TrainingJobName"] = request.job_name = "retry-job-1"

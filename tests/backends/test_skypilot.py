@@ -16,16 +16,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import golden_files
 import pytest
 
-from ftlaunch import errors, plan as plan_mod, spec as spec_mod
-from ftlaunch.backends import base, get
+from ftlaunch import errors
+from ftlaunch.backends import get
 from ftlaunch.backends.base import State
 
 REPO = Path(__file__).resolve().parents[2]
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("FTLAUNCH_UPDATE_GOLDEN") == "1"
-UNCONFIGURED = {"PATH": os.environ.get("PATH", "")}
 CASES = [
     ("skypilot-quickstart.json", ()),
     ("skypilot-spot-2-nodes.json", ("resources.spot=true", "resources.nodes=2", "resources.max_cost=50",
@@ -34,28 +32,14 @@ CASES = [
 ]
 
 
-def render_example(overrides: tuple[str, ...] = (), env: dict[str, str] | None = None) -> base.JobRequest:
-    from ftlaunch.backends.skypilot import settings
-
-    spec = spec_mod.load(REPO / "examples/quickstart.yaml", ("resources.cloud=skypilot", "resources.gpu=a100",
-                                                             *overrides))
-    plan = plan_mod.make(spec, name="quickstart-20260101-000000-abcd")
-    plan.context = settings.resolve(plan.spec, plan.job_name, env=env or UNCONFIGURED)
-    return get("skypilot").render(plan)
 
 
-def check_golden(name: str, request: base.JobRequest) -> None:
-    text = json.dumps(request.to_json(), indent=2, sort_keys=True).replace(str(REPO), "<repo>") + "\n"
-    path = GOLDEN / name
-    if UPDATE or not path.exists():
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} changed; rerun with FTLAUNCH_UPDATE_GOLDEN=1 if that is intended"
 
 
 @pytest.mark.parametrize("golden, overrides", CASES)
 def test_render_matches_golden(golden, overrides):
-    request = render_example(overrides)
-    check_golden(golden, request)
+    request = golden_files.render_example("skypilot", overrides)
+    golden_files.check(golden, request)
     p = request.payload
     res = p["resources"]
     assert res["image_id"] == "docker:docker.io/unset-ftlaunch-skypilot-registry/ftlaunch-trainer:0.1.0"
@@ -89,7 +73,7 @@ def test_rendered_tasks_pass_skypilots_schema_and_resource_checks(tmp_path):
         target.parent.mkdir(parents=True)
         target.write_bytes((REPO / f"launcher/catalog/data/skypilot/{cloud}_vms.csv").read_bytes())
     payloads = tmp_path / "tasks.json"
-    payloads.write_text(json.dumps([render_example(overrides).payload for _, overrides in CASES]))
+    payloads.write_text(json.dumps([golden_files.render_example("skypilot", overrides).payload for _, overrides in CASES]))
     script = textwrap.dedent("""
         import json, sys
         import sky
@@ -144,7 +128,7 @@ def test_secret_values_come_from_the_launchers_environment():
 
 def test_submit_refuses_placeholders_without_network():
     with pytest.raises(errors.UserError) as info:
-        get("skypilot").submit(render_example())
+        get("skypilot").submit(golden_files.render_example("skypilot"))
     for var in ("FTLAUNCH_SKYPILOT_BUCKET", "FTLAUNCH_SKYPILOT_REGISTRY"):
         assert var in info.value.render()
 

@@ -14,36 +14,20 @@ import sys
 import time
 from pathlib import Path
 
+import golden_files
 import pytest
 
-from ftlaunch import errors, plan as plan_mod, spec as spec_mod
-from ftlaunch.backends import base, get
+from ftlaunch import errors
+from ftlaunch.backends import get
 from ftlaunch.backends.base import State
 
 from emulators import common
 
 REPO = Path(__file__).resolve().parents[2]
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("FTLAUNCH_UPDATE_GOLDEN") == "1"
-UNCONFIGURED = {"PATH": os.environ.get("PATH", "")}
 
 
-def render_example(overrides: tuple[str, ...] = (), env: dict[str, str] | None = None) -> base.JobRequest:
-    from ftlaunch.backends.vertex import settings
-
-    spec = spec_mod.load(REPO / "examples/quickstart.yaml", ("resources.cloud=vertex", "resources.gpu=a100",
-                                                             *overrides))
-    plan = plan_mod.make(spec, name="quickstart-20260101-000000-abcd")
-    plan.context = settings.resolve(plan.spec, plan.job_name, env=env or UNCONFIGURED)
-    return get("vertex").render(plan)
 
 
-def check_golden(name: str, request: base.JobRequest) -> None:
-    text = json.dumps(request.to_json(), indent=2, sort_keys=True).replace(str(REPO), "<repo>") + "\n"
-    path = GOLDEN / name
-    if UPDATE or not path.exists():
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} changed; rerun with FTLAUNCH_UPDATE_GOLDEN=1 if that is intended"
 
 
 def validate_custom_job(payload: dict) -> None:
@@ -59,8 +43,8 @@ def validate_custom_job(payload: dict) -> None:
                                   "secrets=[HF_TOKEN]")),
 ])
 def test_render_matches_golden_and_the_custom_job_type(golden, overrides):
-    request = render_example(overrides)
-    check_golden(golden, request)
+    request = golden_files.render_example("vertex", overrides)
+    golden_files.check(golden, request)
     validate_custom_job(request.payload)
     spec = request.payload["jobSpec"]
     assert spec["scheduling"]["restartJobOnWorkerRestart"] is True
@@ -78,7 +62,7 @@ def test_render_matches_golden_and_the_custom_job_type(golden, overrides):
 
 def test_submit_refuses_placeholders_without_network():
     with pytest.raises(errors.UserError) as info:
-        get("vertex").submit(render_example())
+        get("vertex").submit(golden_files.render_example("vertex"))
     for var in ("FTLAUNCH_GCP_PROJECT", "FTLAUNCH_GCS_BUCKET", "FTLAUNCH_ARTIFACT_REGISTRY"):
         assert var in info.value.render()
 
@@ -190,7 +174,7 @@ def test_retries_throttling_and_5xx_and_never_creates_a_second_job(vertex, monke
 
     for k, v in vertex.env().items():
         monkeypatch.setenv(k, v)
-    request = render_example(env={**UNCONFIGURED, **vertex.env()})
+    request = golden_files.render_example("vertex", env={**golden_files.UNCONFIGURED, **vertex.env()})
     request.payload["displayName"] = request.job_name = "retry-job-1"
     request.payload["jobSpec"]["workerPoolSpecs"][0]["containerSpec"].update(command=["python", "-c", "print('hi')"],
                                                                               args=[])
