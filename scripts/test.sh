@@ -14,4 +14,4 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 scripts/venv.sh all,dev
 . .venv/bin/activate
-exec python -m pytest -q -ra "$@"
+exec python -m pytest -q -ra --durations=15 "$@"
