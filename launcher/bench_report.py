@@ -34,7 +34,7 @@ def write(runner: bench.Runner, rows: list[dict[str, Any]]) -> dict[str, Path]:
     plots_dir.mkdir(exist_ok=True)
     key, higher, label = bench.QUALITY[runner.base.task]
     facts = analyse(rows, higher)
-    plots = draw(rows, plots_dir, label, higher)
+    plots = draw(rows, plots_dir, label, higher, facts["cost_label"])
     md = markdown(runner, rows, facts, label, higher, {k: p.relative_to(out).as_posix() for k, p in plots.items()})
     (out / "report.md").write_text(md, encoding="utf-8")
     (out / "report.html").write_text(to_html(runner, rows, facts, label, plots), encoding="utf-8")
@@ -44,13 +44,17 @@ def write(runner: bench.Runner, rows: list[dict[str, Any]]) -> dict[str, Path]:
 # ---------------------------------------------------------------------- analysis
 
 def analyse(rows: list[dict[str, Any]], higher: bool) -> dict[str, Any]:
-    """The Pareto front and a one-line recommendation, from the rows' numbers."""
+    """The Pareto front and a one-line recommendation, from the rows' numbers.
+
+    Cost is the predicted cost on the cheapest cloud offer that fits; where every cell predicts the same
+    cost (small models, where start-up dominates), measured training time decides instead."""
     done = [r for r in rows if r.get("quality") is not None]
+    costs = {tuple(r["predicted_cost_usd"]) for r in done if r.get("predicted_cost_usd")}
+    by_cost = len(costs) > 1 and all(r.get("predicted_cost_usd") for r in done)
     cost_key = "cost_for_pareto"
     for r in rows:
-        predicted = r.get("predicted_cost_usd")
-        r[cost_key] = predicted[1] if predicted else r.get("train_runtime_s")
-    cost_label = "predicted cost" if any(r.get("predicted_cost_usd") for r in done) else "training time"
+        r[cost_key] = r["predicted_cost_usd"][1] if by_cost and r.get("predicted_cost_usd") else r.get("train_runtime_s")
+    cost_label = "predicted cost" if by_cost else "training time"
     front = bench.pareto(rows, higher, cost_key)
     if not done:
         return {"front": [], "recommendation": "no cell finished, so there is nothing to recommend.",
@@ -61,6 +65,8 @@ def analyse(rows: list[dict[str, Any]], higher: bool) -> dict[str, Any]:
                                 else r["quality"] <= best["quality"] + margin)]
     cheapest = min(good, key=lambda r: (r[cost_key] if r[cost_key] is not None else math.inf,
                                         r.get("trainable_params") or 0))
+    same_cost = "" if by_cost or not costs else \
+        f" Every cell predicts the same cloud cost ({_cost(best, 'predicted cost')}, mostly start-up), so training time decides."
     if cheapest is best:
         text = (f"use {best['technique']}: the best quality ({_q(best['quality'])}) and the lowest "
                 f"{cost_label} among techniques within {AS_GOOD:.0%} of it ({_cost(best, cost_label)}).")
@@ -68,7 +74,7 @@ def analyse(rows: list[dict[str, Any]], higher: bool) -> dict[str, Any]:
         text = (f"use {cheapest['technique']}: within {AS_GOOD:.0%} of the best quality ({_q(cheapest['quality'])} vs "
                 f"{_q(best['quality'])} for {best['technique']}) at {_cost(cheapest, cost_label)} instead of "
                 f"{_cost(best, cost_label)}, training {_pct(cheapest)} of the parameters.")
-    return {"front": front, "recommendation": text, "cost_label": cost_label, "best": best["cell"],
+    return {"front": front, "recommendation": text + same_cost, "cost_label": cost_label, "best": best["cell"],
             "choice": cheapest["cell"]}
 
 
@@ -90,7 +96,7 @@ def _cost(row: dict[str, Any], label: str) -> str:
 
 # ---------------------------------------------------------------------- plots
 
-def draw(rows: list[dict[str, Any]], folder: Path, label: str, higher: bool) -> dict[str, Path]:
+def draw(rows: list[dict[str, Any]], folder: Path, label: str, higher: bool, cost_label: str) -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,15 +127,15 @@ def draw(rows: list[dict[str, Any]], folder: Path, label: str, higher: bool) -> 
 
     fig, ax = plt.subplots(figsize=(6, 4))
     with_cost = [r for r in done if r.get("cost_for_pareto") is not None]
-    xlabel = "predicted cost on the cheapest fitting cloud offer (USD)" if any(
-        r.get("predicted_cost_usd") for r in done) else "training time (s)"
+    xlabel = "predicted cost on the cheapest fitting cloud offer (USD)" if cost_label == "predicted cost" \
+        else "measured training time (s)"
     for r in with_cost:
         ax.scatter(r["cost_for_pareto"], r["quality"], s=40)
         ax.annotate(r["technique"], (r["cost_for_pareto"], r["quality"]), textcoords="offset points",
                     xytext=(4, 4), fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(label)
-    ax.set_title(f"{label} vs cost")
+    ax.set_title(f"{label} vs {cost_label}")
     ax.grid(True, alpha=0.3)
     save(fig, "quality_vs_cost")
 
