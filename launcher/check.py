@@ -31,10 +31,11 @@ def check(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.markup import escape
 
-    console = Console(highlight=False, soft_wrap=True)
+    from ftlaunch import term
+
+    console = term.console()
     for row in rows:
         mark = "[green]ready[/]" if row["ready"] else "[yellow]not ready[/]"
         console.print(f"[bold]{row['backend']}[/]: {mark}")

@@ -20,12 +20,9 @@ LAUNCH_OPTIONS = ("cloud", "gpu", "nodes", "spot", "region", "dry_run", "as_json
 
 
 def _console(stderr: bool = False):
-    """Rich console; when output is not a terminal, wide enough that tables do not wrap mid-word."""
-    from rich.console import Console
+    from ftlaunch import term
 
-    stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else 140
-    return Console(stderr=stderr, highlight=False, width=width)
+    return term.console(stderr)
 
 
 class Cli(click.Group):

@@ -158,9 +158,9 @@ def print_plan(console: Any, p: plan.Plan, max_rows: int = 20) -> None:
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from ftlaunch import term
 
-    return Console()
+    return term.console()
 
 
 def _print_json(data: Any) -> None:
