@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import golden_files
+from cli_run import ftlaunch, wait_for
 import pytest
 import yaml
 
@@ -140,23 +141,6 @@ def azureml(tmp_path_factory):
     emulator.stop()
 
 
-def ftlaunch(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "ftlaunch", *args], capture_output=True, text=True, timeout=180,
-                          env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"ftlaunch {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def wait_for(env, job: str, states: set[str], timeout: float = 150) -> dict:
-    deadline = time.monotonic() + timeout
-    status = {}
-    while time.monotonic() < deadline:
-        status = json.loads(ftlaunch(env, "status", job, "--json").stdout)
-        if status["state"] in states:
-            return status
-        time.sleep(1)
-    raise AssertionError(f"{job} did not reach {states}; last: {status}\n{ftlaunch(env, 'logs', job).stdout}")
 
 
 def cli_env(azureml, ftlaunch_home) -> dict[str, str]:
