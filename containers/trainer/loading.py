@@ -49,6 +49,8 @@ def load_model(ref: models.ModelRef, task: Task, technique: Technique, dtype: An
             kwargs["id2label"] = dict(enumerate(label_names))
             kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}
     model = cls.from_pretrained(location, **kwargs)
+    if quantization is not None:
+        keep_4bit_layout(model)
     if ref.gguf_file and quantization is None:
         # GGUF weights arrive dequantised to `dtype`: drop the quantiser so the model trains and
         # save_pretrained writes plain safetensors
@@ -58,6 +60,21 @@ def load_model(ref: models.ModelRef, task: Task, technique: Technique, dtype: An
         if getattr(model.config, "_is_quantized", False):
             model.config._is_quantized = False
     return model
+
+
+def keep_4bit_layout(model: Any) -> None:
+    """Turns off bitsandbytes' CPU inference repacking of 4-bit weights. On a CPU with AVX512-BF16, the first
+    forward pass in eval mode without gradients (the "before training" sample) repacks each Linear4bit's
+    weight in place into a layout that its training path then reads as the plain one: the frozen base
+    silently changed, the QLoRA loss rose after a few steps, and a reloaded adapter did not reproduce
+    the trained model."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def dequantized_copy(ref: models.ModelRef) -> str:
