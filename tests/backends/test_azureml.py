@@ -30,10 +30,6 @@ from emulators import common
 REPO = Path(__file__).resolve().parents[2]
 
 
-
-
-
-
 def load_command_job(payload: dict):
     """The payload parsed by azure-ai-ml as `az ml job create -f` parses a file; schema errors raise."""
     from azure.ai.ml import load_job
@@ -139,8 +135,6 @@ def azureml(tmp_path_factory):
     emulator = AzureMLEmulator(tmp_path_factory.mktemp("azureml"))
     yield emulator
     emulator.stop()
-
-
 
 
 def cli_env(azureml, ftlaunch_home) -> dict[str, str]:

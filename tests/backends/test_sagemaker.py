@@ -29,11 +29,6 @@ REPO = Path(__file__).resolve().parents[2]
 # ---------------------------------------------------------------- render: golden files and botocore's schema
 
 
-
-
-
-
-
 def validate_create_training_job(payload: dict) -> None:
     import botocore.session
     from botocore.validate import ParamValidator
@@ -91,7 +86,6 @@ def test_dry_run_cli_prints_request_and_cost_table(tmp_path):
 # ---------------------------------------------------------------- against the emulator
 
 
-
 @pytest.fixture(scope="module")
 def sagemaker(tmp_path_factory):
     from emulators.sagemaker import SageMakerEmulator
@@ -99,8 +93,6 @@ def sagemaker(tmp_path_factory):
     emulator = SageMakerEmulator(tmp_path_factory.mktemp("sagemaker"))
     yield emulator
     emulator.stop()
-
-
 
 
 def cli_env(sagemaker, ftlaunch_home) -> dict[str, str]:

@@ -27,10 +27,6 @@ from emulators import common
 REPO = Path(__file__).resolve().parents[2]
 
 
-
-
-
-
 def validate_custom_job(payload: dict) -> None:
     from google.cloud import aiplatform_v1
 
@@ -97,8 +93,6 @@ def vertex(tmp_path_factory):
     emulator = VertexEmulator(tmp_path_factory.mktemp("vertex"))
     yield emulator
     emulator.stop()
-
-
 
 
 def cli_env(vertex, ftlaunch_home) -> dict[str, str]:
