@@ -70,19 +70,31 @@ def _setting(env: dict[str, str], section: str, key: str, var: str) -> tuple[boo
     return value is not None, str(value) if value is not None else ""
 
 
+def _settings(env: dict[str, str], section: str, rows: tuple[tuple[str, str, str], ...],
+              fallbacks: dict[str, tuple[str, str]]) -> list[dict[str, Any]]:
+    """One row per setting a backend needs, (key, variable, what it is): found in the environment or
+    `section` of $FTLAUNCH_HOME/config.yaml, else how to set it. `fallbacks`: key -> (key, variable) that
+    stands in when the first is unset (a full image reference instead of a registry, say)."""
+    items = []
+    for key, var, what in rows:
+        ok, value = _setting(env, section, key, var)
+        if not ok and key in fallbacks:
+            ok, value = _setting(env, section, *fallbacks[key])
+        items.append(_item(var, ok, value, f"export {var}=... ({what}) or set it under `{section}:` in "
+                                            "$FTLAUNCH_HOME/config.yaml"))
+    return items
+
+
 def _sagemaker(env: dict[str, str]) -> dict[str, Any]:
     items = [_item("boto3 (extra `sagemaker`)", _has("boto3"), fix="pip install 'ftlaunch[sagemaker]'")]
     items.append(_aws_credentials(env) if _has("boto3") else
                  _item("AWS credentials", False, "not checked without boto3", "pip install 'ftlaunch[sagemaker]'"))
-    for key, var, fix in (("role_arn", "FTLAUNCH_SAGEMAKER_ROLE", "an IAM role SageMaker can assume (docs/clouds.md)"),
-                          ("bucket", "FTLAUNCH_S3_BUCKET", "an S3 bucket for inputs, checkpoints and outputs"),
-                          ("registry", "FTLAUNCH_ECR_REGISTRY", "ACCOUNT.dkr.ecr.REGION.amazonaws.com holding "
-                                                                "ftlaunch-trainer (or FTLAUNCH_SAGEMAKER_IMAGE)")):
-        ok, value = _setting(env, "sagemaker", key, var)
-        if key == "registry" and not ok:
-            ok, value = _setting(env, "sagemaker", "image", "FTLAUNCH_SAGEMAKER_IMAGE")
-        items.append(_item(var, ok, value, f"export {var}=... ({fix}) or set it under `sagemaker:` in "
-                                            "$FTLAUNCH_HOME/config.yaml"))
+    items += _settings(env, "sagemaker", (
+        ("role_arn", "FTLAUNCH_SAGEMAKER_ROLE", "an IAM role SageMaker can assume (docs/clouds.md)"),
+        ("bucket", "FTLAUNCH_S3_BUCKET", "an S3 bucket for inputs, checkpoints and outputs"),
+        ("registry", "FTLAUNCH_ECR_REGISTRY",
+         "ACCOUNT.dkr.ecr.REGION.amazonaws.com holding ftlaunch-trainer (or FTLAUNCH_SAGEMAKER_IMAGE)"),
+    ), {"registry": ("image", "FTLAUNCH_SAGEMAKER_IMAGE")})
     return {"backend": "sagemaker", "items": items}
 
 
@@ -106,17 +118,12 @@ def _vertex(env: dict[str, str]) -> dict[str, Any]:
                    fix="pip install 'ftlaunch[vertex]'")]
     items.append(_gcp_credentials(env) if _has("google.auth") else
                  _item("Google credentials", False, "not checked without google-auth", "pip install 'ftlaunch[vertex]'"))
-    for key, var, fix in (("project", "FTLAUNCH_GCP_PROJECT", "the project that runs the jobs"),
-                          ("bucket", "FTLAUNCH_GCS_BUCKET", "a GCS bucket for inputs, checkpoints and outputs"),
-                          ("registry", "FTLAUNCH_ARTIFACT_REGISTRY", "REGION-docker.pkg.dev/PROJECT/REPO holding "
-                                                                     "ftlaunch-trainer (or FTLAUNCH_VERTEX_IMAGE)")):
-        ok, value = _setting(env, "vertex", key, var)
-        if key == "project" and not ok and env.get("GOOGLE_CLOUD_PROJECT"):
-            ok, value = True, env["GOOGLE_CLOUD_PROJECT"] + " (GOOGLE_CLOUD_PROJECT)"
-        if key == "registry" and not ok:
-            ok, value = _setting(env, "vertex", "image", "FTLAUNCH_VERTEX_IMAGE")
-        items.append(_item(var, ok, value, f"export {var}=... ({fix}) or set it under `vertex:` in "
-                                            "$FTLAUNCH_HOME/config.yaml"))
+    items += _settings(env, "vertex", (
+        ("project", "FTLAUNCH_GCP_PROJECT", "the project that runs the jobs"),
+        ("bucket", "FTLAUNCH_GCS_BUCKET", "a GCS bucket for inputs, checkpoints and outputs"),
+        ("registry", "FTLAUNCH_ARTIFACT_REGISTRY",
+         "REGION-docker.pkg.dev/PROJECT/REPO holding ftlaunch-trainer (or FTLAUNCH_VERTEX_IMAGE)"),
+    ), {"project": ("project", "GOOGLE_CLOUD_PROJECT"), "registry": ("image", "FTLAUNCH_VERTEX_IMAGE")})
     return {"backend": "vertex", "items": items}
 
 
@@ -140,17 +147,13 @@ def _azureml(env: dict[str, str]) -> dict[str, Any]:
     items = [_item("azure-ai-ml, azure-identity and azure-storage-blob (extra `azure`)", sdk,
                    fix="pip install 'ftlaunch[azure]'")]
     items.append(_azure_credentials(env))
-    for key, var, fix in (("subscription", "FTLAUNCH_AZURE_SUBSCRIPTION", "the subscription id"),
-                          ("resource_group", "FTLAUNCH_AZURE_RESOURCE_GROUP", "the workspace's resource group"),
-                          ("workspace", "FTLAUNCH_AZURE_WORKSPACE", "the Azure ML workspace"),
-                          ("compute", "FTLAUNCH_AZURE_COMPUTE", "a GPU compute cluster in the workspace"),
-                          ("registry", "FTLAUNCH_ACR_REGISTRY", "NAME.azurecr.io holding ftlaunch-trainer (or "
-                                                                "FTLAUNCH_AZUREML_IMAGE)")):
-        ok, value = _setting(env, "azureml", key, var)
-        if key == "registry" and not ok:
-            ok, value = _setting(env, "azureml", "image", "FTLAUNCH_AZUREML_IMAGE")
-        items.append(_item(var, ok, value, f"export {var}=... ({fix}) or set it under `azureml:` in "
-                                            "$FTLAUNCH_HOME/config.yaml"))
+    items += _settings(env, "azureml", (
+        ("subscription", "FTLAUNCH_AZURE_SUBSCRIPTION", "the subscription id"),
+        ("resource_group", "FTLAUNCH_AZURE_RESOURCE_GROUP", "the workspace's resource group"),
+        ("workspace", "FTLAUNCH_AZURE_WORKSPACE", "the Azure ML workspace"),
+        ("compute", "FTLAUNCH_AZURE_COMPUTE", "a GPU compute cluster in the workspace"),
+        ("registry", "FTLAUNCH_ACR_REGISTRY", "NAME.azurecr.io holding ftlaunch-trainer (or FTLAUNCH_AZUREML_IMAGE)"),
+    ), {"registry": ("image", "FTLAUNCH_AZUREML_IMAGE")})
     return {"backend": "azureml", "items": items}
 
 
@@ -173,13 +176,9 @@ def _skypilot(env: dict[str, str]) -> dict[str, Any]:
     enabled = Path(env.get("HOME") or Path.home()) / ".sky"
     items.append(_item("SkyPilot state (~/.sky)", enabled.exists(), str(enabled) if enabled.exists() else "",
                        "run `sky check` once: it says which clouds' credentials SkyPilot can use"))
-    for key, var, fix in (("bucket", "FTLAUNCH_SKYPILOT_BUCKET", "s3://BUCKET or gs://BUCKET for outputs and "
-                                                                 "checkpoints"),
-                          ("registry", "FTLAUNCH_SKYPILOT_REGISTRY", "a registry the clusters can pull "
-                                                                     "ftlaunch-trainer from (or FTLAUNCH_SKYPILOT_IMAGE)")):
-        ok, value = _setting(env, "skypilot", key, var)
-        if key == "registry" and not ok:
-            ok, value = _setting(env, "skypilot", "image", "FTLAUNCH_SKYPILOT_IMAGE")
-        items.append(_item(var, ok, value, f"export {var}=... ({fix}) or set it under `skypilot:` in "
-                                            "$FTLAUNCH_HOME/config.yaml"))
+    items += _settings(env, "skypilot", (
+        ("bucket", "FTLAUNCH_SKYPILOT_BUCKET", "s3://BUCKET or gs://BUCKET for outputs and checkpoints"),
+        ("registry", "FTLAUNCH_SKYPILOT_REGISTRY",
+         "a registry the clusters can pull ftlaunch-trainer from (or FTLAUNCH_SKYPILOT_IMAGE)"),
+    ), {"registry": ("image", "FTLAUNCH_SKYPILOT_IMAGE")})
     return {"backend": "skypilot", "items": items}
