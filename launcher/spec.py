@@ -588,19 +588,19 @@ def _parse(text: str, source: str) -> tuple[yaml.Node | None, Any]:
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
-        raise _syntax_error(exc, source) from None
+        raise _syntax_error(exc, source, text) from None
 
 
 class _SyntaxError(errors.UserError):
     """YAML that does not parse (a --set value that does not parse is taken as a plain string)."""
 
 
-def _syntax_error(exc: yaml.YAMLError, source: str) -> errors.UserError:
+def _syntax_error(exc: yaml.YAMLError, source: str, text: str) -> errors.UserError:
     mark = getattr(exc, "problem_mark", None)
     where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
     problem = getattr(exc, "problem", None) or str(exc)
     if isinstance(exc, yaml.reader.ReaderError):
-        before = exc.buffer[:exc.position] if isinstance(exc.buffer, str) else ""
+        before = text[:exc.position]
         where = f"{source}:{before.count(chr(10)) + 1}:{exc.position - (before.rfind(chr(10)) + 1) + 1}"
         problem = f"a control character (U+{exc.character:04X}) is not allowed" if isinstance(exc.character, int) \
             else "a character that YAML does not allow"
@@ -745,8 +745,10 @@ def _problems(exc: pydantic.ValidationError, source: str, lines: dict[tuple, int
     problems = []
     for err in exc.errors():
         loc = prefix + tuple(err["loc"])
-        # union members add their type name to the location; keep only real keys
-        loc = tuple(p for p in loc if isinstance(p, int) or not _is_type_tag(p))
+        # union members add their type name to the location; keep only real keys (an unknown key is always
+        # last, and kept even when it is spelled like a type name)
+        last = len(loc) - 1 if err["type"] == "extra_forbidden" else len(loc)
+        loc = tuple(p for i, p in enumerate(loc) if i == last or isinstance(p, int) or not _is_type_tag(p))
         field = ".".join(str(p) for p in loc) or None
         where = _where(source, _line_for(loc, lines))
         message, hint = _explain(err, loc, model, prefix, owner)
