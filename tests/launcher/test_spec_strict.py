@@ -140,6 +140,15 @@ def test_long_and_nul_paths_are_refused(tmp_path):
     assert exc.problems[0].field == "output.path" and "NUL" in exc.problems[0].message
 
 
+def test_home_of_an_unknown_user_and_over_long_paths_are_errors_not_tracebacks(tmp_path):
+    path = base(tmp_path)
+    for override in ("model=~nosuchuser/m.gguf", "dataset.path=~nosuchuser/x.jsonl",
+                     "dataset.path=./" + "/".join(["d" * 240] * 16) + ".jsonl"):
+        [p] = refused(path, override).problems
+        assert p.field == override.split("=")[0] and "does not exist" in p.message
+        assert len(p.message) < 400  # a long value is shortened, not echoed whole
+
+
 def test_a_fifo_device_folder_or_unreadable_spec_is_refused_before_reading(tmp_path):
     fifo = tmp_path / "spec.fifo"
     os.mkfifo(fifo)  # opening it for reading would block forever
