@@ -207,7 +207,8 @@ class Hyperparameters(_Strict):
     seed: int = Field(42, ge=0, le=2**32 - 1, description="numpy accepts seeds below 2**32")
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0, le=100)
-    lr_scheduler: str = "cosine"
+    lr_scheduler: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                          "inverse_sqrt"] = Field("cosine", description="transformers' schedulers that need no extra settings")
     optimizer: Literal["adamw", "adamw_8bit", "sgd", "adafactor"] = "adamw"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     gradient_checkpointing: bool | None = Field(None, description="default: on for GPUs unless the technique cannot")
@@ -611,7 +612,11 @@ def _syntax_error(exc: yaml.YAMLError, source: str, text: str) -> errors.UserErr
 
 def _check_events(text: str, source: str) -> None:
     depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+    for count, event in enumerate(yaml.parse(text, Loader=yaml.SafeLoader)):
+        if count > MAX_NODES:
+            line = event.start_mark.line + 1 if event.start_mark else "?"
+            raise errors.UserError(f"{source}:{line}: the spec holds over {MAX_NODES:,} values.",
+                                   hint="keep training data in the files dataset.path names, not in the spec")
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:

@@ -79,6 +79,8 @@ def test_a_huge_spec_file_is_refused_before_reading(tmp_path):
         f.write("# " + "x" * (spec.MAX_SPEC_BYTES + 10) + "\n")
     exc = refused(path)
     assert "a spec may be at most" in exc.message
+    path.write_text("name: demo\nmodel: [" + ",".join(["1"] * (spec.MAX_NODES + 10)) + "]\n")  # under 1 MB
+    assert "holds over" in refused(path).message
 
 
 def test_dataset_path_root_is_refused(tmp_path):
@@ -224,6 +226,15 @@ def test_validate_reports_a_missing_local_dataset_instead_of_calling_it_a_hub_na
     result = run("validate", str(path))
     assert result.exit_code == 2
     assert "dataset.path" in result.output and "train.jsonl" in result.output and "hub name" not in result.output
+
+
+def test_lr_scheduler_is_one_transformers_knows(tmp_path):
+    [p] = refused(base(tmp_path), "hyperparameters.lr_scheduler=cosine_annealing").problems
+    assert p.field == "hyperparameters.lr_scheduler" and "'cosine'" in p.hint
+    trainer_utils = pytest.importorskip("transformers.trainer_utils")
+    known = {s.value for s in trainer_utils.SchedulerType}
+    offered = spec.Hyperparameters.model_fields["lr_scheduler"].annotation.__args__
+    assert set(offered) <= known
 
 
 # ---------------------------------------------------------------- class 9: no code runs at plan time
