@@ -241,7 +241,7 @@ class Resources(_Strict):
     cloud: Literal["local", "sagemaker", "vertex", "azureml", "skypilot", "auto"] = Field(
         "local", description="where to run; auto: the cheapest offer that fits on any cloud target")
     optimize: Literal["cost", "time"] = Field("cost", description="with several offers: cheapest or fastest")
-    gpu: str | None = Field(None, description="GPU type, e.g. a100, h100, l4; 'a100:8' also sets gpus")
+    gpu: str | None = Field(None, max_length=64, description="GPU type, e.g. a100, h100, l4; 'a100:8' also sets gpus")
     gpus: int = Field(1, ge=0, le=64, description="GPUs per node")
     nodes: int = Field(1, ge=1, le=1024)
     spot: bool = False
