@@ -11,7 +11,7 @@ import os
 import resource
 import signal
 import string
-from pathlib import Path
+import time
 from typing import Any
 
 import pytest
@@ -200,9 +200,12 @@ class _Timeout(Exception):
 
 @contextlib.contextmanager
 def _time_limit(seconds: float):
+    """Raises _Timeout in this thread after `seconds`; an outer alarm (pytest-timeout's) is put back after."""
     def expire(signum, frame):
         raise _Timeout(f"took over {seconds} s")
 
+    outer_left, _ = signal.getitimer(signal.ITIMER_REAL)
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
@@ -210,6 +213,8 @@ def _time_limit(seconds: float):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer_left:
+            signal.setitimer(signal.ITIMER_REAL, max(outer_left - (time.monotonic() - started), 0.001))
 
 
 @contextlib.contextmanager
