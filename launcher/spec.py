@@ -542,7 +542,10 @@ def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[tuple, int 
         raise errors.UserError(f"{source}: a spec must be a mapping of keys (name:, model:, ...), "
                                f"not a {type(data).__name__}.", hint="run `ftlaunch init` for a starter spec")
     lines: dict[tuple, int | str] = {}
-    _walk(node, (), lines)
+    repeated: list[errors.Problem] = []
+    _walk(node, (), lines, repeated, set(), source)
+    if repeated:
+        raise errors.UserError(f"{source}: the spec repeats a key.", problems=repeated)
     return data, lines
 
 
@@ -637,7 +640,7 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 def _check_graph(root: yaml.Node, source: str) -> None:
     """Counts nodes and depth as if every alias were copied out, without copying (each node is visited once);
-    refuses an alias inside its own anchor, a mapping that repeats a key, and anything past the bounds."""
+    refuses an alias inside its own anchor and anything past the bounds."""
     size: dict[int, int] = {}
     depth: dict[int, int] = {}
     open_: set[int] = set()
@@ -664,13 +667,12 @@ def _check_graph(root: yaml.Node, source: str) -> None:
             raise errors.UserError(f"{source}:{node.start_mark.line + 1}: an alias refers to the anchor that contains "
                                    f"it, so the value would be infinite.", hint="remove the *alias inside its own &anchor")
         open_.add(key)
-        if isinstance(node, yaml.MappingNode):
-            _no_duplicate_keys(node, source)
         stack.append((node, True))
         stack.extend((c, False) for c in _children(node) if id(c) not in size)
 
 
-def _no_duplicate_keys(node: yaml.MappingNode, source: str) -> None:
+def _repeated_keys(node: yaml.MappingNode, path: tuple, source: str) -> list[errors.Problem]:
+    """A Problem for each key that a mapping repeats (YAML would keep only the last), with both lines."""
     seen: dict[tuple[str, str], int] = {}
     problems = []
     for key, _ in node.value:
@@ -684,23 +686,28 @@ def _no_duplicate_keys(node: yaml.MappingNode, source: str) -> None:
             problems.append(errors.Problem(
                 message=f"the key '{key.value}' appears twice in one mapping (lines {first} and {line}); "
                         f"YAML would silently keep only the last.",
-                where=f"{source}:{line}", field=str(key.value), hint=f"keep one '{key.value}:' and delete the other"))
-    if problems:
-        raise errors.UserError(f"{source}: the spec repeats a key.", problems=problems)
+                where=f"{source}:{line}", field=".".join(str(p) for p in path + (key.value,)),
+                hint=f"keep one '{key.value}:' and delete the other"))
+    return problems
 
 
-def _walk(node: yaml.Node, path: tuple, out: dict[tuple, int | str]) -> None:
+def _walk(node: yaml.Node, path: tuple, out: dict[tuple, int | str], repeated: list[errors.Problem],
+          checked: set[int], source: str) -> None:
+    """Records the line of every key path (the graph is bounded by now) and each mapping's repeated keys."""
     out[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
+        if id(node) not in checked:  # an aliased mapping is reported once, where it is first reached
+            checked.add(id(node))
+            repeated += _repeated_keys(node, path, source)
         for key, value in node.value:
             if not isinstance(key, yaml.ScalarNode):
                 continue
             child = path + (key.value,)
-            _walk(value, child, out)
+            _walk(value, child, out, repeated, checked, source)
             out[child] = key.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, path + (i,), out)
+            _walk(item, path + (i,), out, repeated, checked, source)
 
 
 def apply_override(data: dict[str, Any], item: str, lines: dict[tuple, int | str] | None = None) -> None:

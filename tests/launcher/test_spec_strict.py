@@ -189,7 +189,8 @@ def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
     [p] = exc.problems
     assert p.where == f"{path}:7" and "lines 5 and 7" in p.message and "'task'" in p.message
     path.write_text("name: demo\nmodel: org/model\ndataset: {path: train.jsonl, path: other.jsonl}\n")
-    assert "appears twice" in refused(path).problems[0].message
+    [p] = refused(path).problems
+    assert p.field == "dataset.path" and "appears twice" in p.message and "lines 3 and 3" in p.message
 
 
 def test_negative_max_runtime_root_output_empty_model_and_unknown_gpu(tmp_path):
