@@ -139,9 +139,13 @@ class LocalBackend(Backend):
         pgid = sup["pid"]
         _signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + self.grace_s
+        reaped_by = None
         while time.monotonic() < deadline:
             if not running() and not _group_alive(pgid):
-                return
+                # only zombies left: give their parents (init, for a launch from the CLI) a moment to reap them
+                reaped_by = reaped_by or time.monotonic() + 2.0
+                if not _group_exists(pgid) or time.monotonic() > reaped_by:
+                    return
             time.sleep(0.1)
         _signal_group(pgid, signal.SIGKILL)
 
@@ -190,11 +194,17 @@ def _proc_state(pid: int) -> str | None:
         return None
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of the group still runs (zombies waiting for their parent do not count)."""
+def _group_exists(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
+        return True
     except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (zombies waiting for their parent do not count)."""
+    if not _group_exists(pgid):
         return False
     if not Path("/proc/self/stat").exists():
         return True
