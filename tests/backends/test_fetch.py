@@ -163,3 +163,14 @@ def test_cli_fetch_into_a_file_is_refused(tmp_path):
     result = run("fetch", job, "--dest", str(target))
     assert result.exit_code == 2 and "is a file" in result.output
     assert target.read_text() == "mine"
+
+
+@pytest.mark.parametrize("under", ["jobs", "jobs/other"])
+def test_output_path_inside_the_job_records_is_refused_at_plan_time(tmp_path, ftlaunch_home, under):
+    (tmp_path / "d.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
+    (tmp_path / "spec.yaml").write_text(f"name: demo\nmodel: org/model\ndataset:\n  path: d.jsonl\n"
+                                        f"output:\n  path: {ftlaunch_home / under}\n")
+    result = run("--cloud", "local", "--runtime", "process", "--dry-run", str(tmp_path / "spec.yaml"))
+    assert result.exit_code == 2, result.output
+    assert "output.path" in result.output and "inside ftlaunch's job records" in result.output
+    assert not (ftlaunch_home / "jobs").exists()

@@ -185,3 +185,24 @@ def test_twenty_concurrent_launches_keep_twenty_records(tmp_path):
                 break
             time.sleep(0.5)
         assert state["state"] == "FAILED" and "max_runtime" in state["reason"], state
+
+
+def test_a_container_gets_only_the_job_variables_and_the_secret_names(tiny_spec, monkeypatch):
+    from ftlaunch import plan, spec
+    from ftlaunch.backends.local import docker as local_docker
+    from ftlaunch.backends.local import render
+    from ftlaunch.containers import engine as engine_mod
+
+    fake = engine_mod.Engine(name="docker", binary="/usr/bin/docker", version="27.0")  # render only: no engine runs
+    monkeypatch.setattr(engine_mod, "detect", lambda *a, **k: fake)
+    monkeypatch.setattr(local_docker, "count_gpus", lambda env: 0)
+    monkeypatch.setenv("HF_TOKEN", "hf-secret-value")
+    monkeypatch.setenv("MY_API_KEY", "named")
+    p = plan.make(spec.load(tiny_spec, ["resources.runtime=auto", "secrets=[MY_API_KEY]"]))
+    payload = render.render(p).payload
+    argv = payload["argv"]
+    passed = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--env"]
+    allowed = {f"{k}={v}" for k, v in payload["env"].items()} | {"MY_API_KEY"}
+    assert passed and set(passed) <= allowed
+    assert all(k.startswith(("FTLAUNCH_", "PYTHON", "TOKENIZERS_")) or k == "HOME" for k in payload["env"])
+    assert "hf-secret-value" not in json.dumps(payload) and "named" not in argv
