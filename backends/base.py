@@ -106,7 +106,7 @@ def fetch_verified(dest: Path, download: Callable[[Path], None], job: str = "") 
     from ftlaunch import manifest
 
     dest = Path(os.path.abspath(Path(dest).expanduser()))
-    previous = _fetched_before(dest)  # raises UserError for a folder holding anything else
+    previous = fetched_before(dest)  # raises UserError for a folder holding anything else
     # staged beside a new dest (one rename makes it appear complete), or inside an existing one (same disk)
     where = dest.parent if previous is None else dest
     try:
@@ -151,7 +151,7 @@ def _files(folder: Path) -> list[str]:
     return sorted(out)
 
 
-def _fetched_before(dest: Path) -> dict[str, list[str]] | None:
+def fetched_before(dest: Path) -> dict[str, list[str]] | None:
     """None if dest does not exist; else the files an earlier fetch wrote there ({} for an empty folder).
     Raises UserError if dest holds anything that fetch did not write, or a file changed since."""
     from ftlaunch import manifest

@@ -471,11 +471,11 @@ def fetch(job_id: str | None, dest: str | None) -> None:
     target = Path(dest) if dest is not None else Path("ftlaunch-outputs") / record.id
     if dest is not None and not dest.strip():
         raise errors.UserError("--dest is empty.", hint="pass --dest with a new or empty folder, or leave it out")
-    folder = backend.fetch(record.handle, target)
     from ftlaunch import manifest
-
     from ftlaunch.backends import base
 
+    base.fetched_before(target)  # refuses a folder holding the user's files before anything is downloaded
+    folder = backend.fetch(record.handle, target)
     data = manifest.verify(folder)
     console = _console()
     console.print(f"[green]fetched[/] {record.id} into {_escape(str(folder))}: {len(data['files'])} files "
