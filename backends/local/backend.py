@@ -93,7 +93,7 @@ class LocalBackend(Backend):
             return JobStatus(State.PENDING, "not started yet")
         if _alive(sup["pid"], sup.get("start_ticks")):
             return JobStatus(State.RUNNING)
-        if _trainer_alive(job_dir):  # never FAILED while the trainer still runs
+        if _trainer_alive(job_dir) or _group_alive(sup["pid"]):  # never FAILED while the trainer still runs
             return JobStatus(State.RUNNING, "its supervisor died; the trainer is stopping (`ftlaunch cancel` "
                                             "stops it now)")
         if cancelled:
@@ -131,12 +131,12 @@ class LocalBackend(Backend):
         sup = _read_json(job_dir / "supervisor.json")
         if sup is None or (job_dir / "exit.json").exists():
             return
-        running = lambda: _alive(sup["pid"], sup.get("start_ticks")) or _trainer_alive(job_dir)  # noqa: E731
-        if not running():
-            return
-        (job_dir / "cancelled").touch()
         # the supervisor leads the job's process group; the trainer stays in it even if the supervisor died
         pgid = sup["pid"]
+        running = lambda: _alive(pgid, sup.get("start_ticks")) or _trainer_alive(job_dir)  # noqa: E731
+        if not running() and not _group_alive(pgid):
+            return
+        (job_dir / "cancelled").touch()
         _signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + self.grace_s
         reaped_by = None
