@@ -2,7 +2,8 @@
 
 In the process runtime the supervisor (`supervise.py`) starts the trainer in its own process group,
 copies its output to the job's log file, and writes exit.json when it ends, so any later shell can tell
-how the job finished.
+how the job finished. The trainer dies with its supervisor; while any process of the group lives the job
+is RUNNING, and `cancel` stops the whole group. The trainer's environment is an allow-list (render.py).
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class LocalBackend(Backend):
         if _trainer_alive(job_dir) or _group_alive(sup["pid"]):  # never FAILED while the trainer still runs
             return JobStatus(State.RUNNING, "its supervisor died; the trainer is stopping (`ftlaunch cancel` "
                                             "stops it now)")
+        if (job_dir / "exit.json").exists():  # it ended, and recorded how, since the first look
+            return self.status(handle)
         if cancelled:
             return JobStatus(State.CANCELLED, "cancelled by ftlaunch cancel")
         return JobStatus(State.FAILED, _with_last_line(
