@@ -305,7 +305,8 @@ def validate(spec_path: str | None, overrides: tuple[str, ...], check_data: bool
         click.echo(json.dumps({"spec": spec.to_json(), "data": report.to_json() if report else None}, indent=2))
     else:
         console = _console()
-        console.print(f"[green]ok[/] {path}: {spec.task.value} with {spec.technique.value} on {spec.model}")
+        console.print(f"[green]ok[/] {_escape(str(path))}: {spec.task.value} with {spec.technique.value} on "
+                      f"{_escape(spec.model)}")
         if report is not None:
             preflight.print_report(console, report)
     if report is not None and not report.ok:
