@@ -1,9 +1,10 @@
 """The job image: its Dockerfile, its build context, its content-addressed tag, and building it only when needed.
 
-One image serves every backend: a PyTorch base (a build argument), the trainer's locked requirements,
-the ftlaunch sources the trainer imports, a non-root user, the trainer as entrypoint. Its tag is a hash
-of the rendered Dockerfile, requirements.lock and those sources (plus any build option that changes
-the context), so an unchanged relaunch finds the tag (locally or in the registry) and builds nothing.
+One image serves every backend: a PyTorch base (a build argument), the locked requirements of the
+trainer and of the backends' in-job entries, the ftlaunch sources they import, root as the default user
+(the clouds need it; local runs pass `--user`), the trainer as entrypoint. Its tag is a hash of the
+rendered Dockerfile, requirements.lock and those sources (plus any build option that changes the
+context), so an unchanged relaunch finds the tag (locally or in the registry) and builds nothing.
 
     python -m ftlaunch.containers.image lock       # rewrite containers/requirements.lock from this venv
     python -m ftlaunch.containers.image dockerfile # print the Dockerfile
@@ -26,7 +27,6 @@ from typing import Callable, Iterator, Mapping
 from ftlaunch import errors
 
 REPOSITORY = "ftlaunch-trainer"
-UID = 10001
 DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime"
 # The clouds' own prebuilt PyTorch training images, by short name (`--base sagemaker`). Examples current
 # when written; each provider lists newer ones (see docs/docker.md).
@@ -37,12 +37,14 @@ BASE_IMAGES = {
     "azureml": "mcr.microsoft.com/azureml/curated/acpt-pytorch-2.2-cuda12.1:latest",
 }
 LOCK_FILE = "requirements.lock"
-# The ftlaunch packages the trainer imports, shipped as .py sources (backends and templates stay out).
-SHIPPED_PACKAGES = ("ftlaunch", "ftlaunch.containers")
+# The ftlaunch packages a job imports, shipped as .py sources: the trainer and every backend's in-job
+# entry (`python -m ftlaunch.backends.<cloud>.entry`). Templates stay out: nothing in a job renders one.
+SHIPPED_PACKAGES = ("ftlaunch", "ftlaunch.containers", "ftlaunch.backends")
 # Distributions the base image provides: torch and what only torch needs (its CUDA libraries, triton).
 FROM_BASE = ("torch",)
-# Which extras of the ftlaunch distribution the trainer needs, besides its core dependencies.
-TRAIN_EXTRA = "train"
+# Which extras of the ftlaunch distribution a job needs, besides its core dependencies: the trainer's
+# (`train`) and the in-job entries' (`job`: the clouds' identity and secret clients).
+JOB_EXTRAS = ("train", "job")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +88,7 @@ def resolve_base(name: str) -> str:
 def dockerfile(options: BuildOptions) -> str:
     from ftlaunch import templates
 
-    return templates.render("Dockerfile.j2", base_image=options.base_image, uid=UID,
-                            ca_bundle=bool(options.ca_bundle))
+    return templates.render("Dockerfile.j2", base_image=options.base_image, ca_bundle=bool(options.ca_bundle))
 
 
 def lock_text() -> str:
@@ -277,8 +278,8 @@ def serve_folder(folder: Path) -> Iterator[str]:
 
 # ---------------------------------------------------------------------------- the lock file
 
-def lock_requirements(extra: str = TRAIN_EXTRA, distribution: str = "ftlaunch") -> str:
-    """requirements.lock text: every distribution that ftlaunch's core and `extra` need, pinned to the
+def lock_requirements(extras: tuple[str, ...] = JOB_EXTRAS, distribution: str = "ftlaunch") -> str:
+    """requirements.lock text: every distribution that ftlaunch's core and `extras` need, pinned to the
     version installed here, with its whole dependency closure, except torch and what only torch needs."""
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
@@ -288,8 +289,7 @@ def lock_requirements(extra: str = TRAIN_EXTRA, distribution: str = "ftlaunch") 
     roots = []
     for text in metadata.requires(distribution) or []:
         req = Requirement(text)
-        if req.marker is None or req.marker.evaluate({**env, "extra": ""}) or \
-                req.marker.evaluate({**env, "extra": extra}):
+        if req.marker is None or any(req.marker.evaluate({**env, "extra": e}) for e in ("", *extras)):
             roots.append(req)
     pinned: dict[str, str] = {}
     seen: set[tuple[str, frozenset]] = set()
@@ -304,14 +304,14 @@ def lock_requirements(extra: str = TRAIN_EXTRA, distribution: str = "ftlaunch") 
         try:
             dist = metadata.distribution(req.name)
         except metadata.PackageNotFoundError:
-            raise SystemExit(f"{req.name} is not installed here; install ftlaunch[{extra}] first")
+            raise SystemExit(f"{req.name} is not installed here; install ftlaunch[{','.join(extras)}] first")
         pinned[name] = dist.version
         wanted_extras = {"", *req.extras}  # a dependency's own extras (fsspec[http]) bring theirs
         for text in dist.requires or []:
             child = Requirement(text)
             if child.marker is None or any(child.marker.evaluate({**env, "extra": e}) for e in wanted_extras):
                 stack.append(child)
-    lines = [f"# The trainer's requirements, pinned: ftlaunch's dependencies and its [{extra}] extra with",
+    lines = [f"# A job's requirements, pinned: ftlaunch's dependencies and its [{','.join(extras)}] extras with",
              "# their whole closure, as installed when generated. torch is not here: the base image brings",
              f"# it. Regenerate: python -m ftlaunch.containers.image lock  (Python {sys.version.split()[0]})"]
     lines += [f"{name}=={version}" for name, version in sorted(pinned.items())]

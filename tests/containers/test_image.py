@@ -41,8 +41,8 @@ def test_dockerfile_shape(tmp_path):
     instructions = [(i["instruction"], i["value"]) for i in parser.structure if i["instruction"] != "COMMENT"]
     assert instructions[0] == ("ARG", "BASE_IMAGE=example/torch:1")
     assert instructions[1] == ("FROM", "${BASE_IMAGE}")
-    user = [v for k, v in instructions if k == "USER"]
-    assert user == [f"{image.UID}:{image.UID}"] and not user[0].startswith("0")
+    # root, as SageMaker (/opt/ml), Azure ML and SkyPilot's docker mode (sudo, apt-get) need; local runs pass --user
+    assert [v for k, v in instructions if k == "USER"] == ["0:0"]
     assert instructions[-1] == ("ENTRYPOINT", '["python", "-m", "ftlaunch.containers.trainer"]')
     assert parser.baseimage == "example/torch:1"  # the build argument's default, as the parser resolves it
     # classic builder only: no BuildKit syntax line, no RUN --mount / heredocs
@@ -89,17 +89,23 @@ def test_context_holds_what_the_dockerfile_copies(tmp_path):
     for module in ("containers/trainer/__main__.py", "containers/trainer/contract.py", "spec.py", "errors.py",
                    "models.py", "techniques.py", "manifest.py", "__init__.py"):
         assert (context / "ftlaunch" / module).is_file(), module
-    assert not (context / "ftlaunch" / "backends").exists()  # the job does not need the launcher's backends
+    for cloud in ("sagemaker", "vertex", "azureml"):  # each cloud's request starts its in-job entry
+        assert (context / "ftlaunch" / "backends" / cloud / "entry.py").is_file(), cloud
+    assert (context / "ftlaunch" / "backends" / "__init__.py").is_file()
+    assert not (context / "ftlaunch" / "templates").exists()  # nothing in a job renders a template
     assert not list(context.rglob("__pycache__"))
 
 
-def test_lock_pins_the_train_extra_without_torch():
+def test_lock_pins_the_train_and_job_extras_without_torch():
     lines = [l for l in image.lock_text().splitlines() if l and not l.startswith("#")]
     pins = dict(l.split("==") for l in lines)
     for name in ("transformers", "peft", "trl", "datasets", "accelerate", "safetensors", "pydantic", "pyyaml"):
         assert name in pins, name
     assert "torch" not in pins and not any(n.startswith("nvidia-") for n in pins)
     assert "aiohttp" in pins  # fsspec[http], which datasets needs: extras of dependencies are followed
+    # what the in-job entries import: Secrets Manager, Secret Manager, Key Vault with the job's identity
+    for name in ("boto3", "botocore", "google-auth", "requests", "azure-identity", "azure-core"):
+        assert name in pins, name
 
 
 # ---------------------------------------------------------------------------- registry logins (SDKs)
@@ -190,19 +196,46 @@ def built(engine, job_base, wheelhouse):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_build_runs_the_trainer_as_non_root_and_is_not_repeated(engine, built):
+def test_build_runs_as_root_by_default_and_is_not_repeated(engine, built):
     options, first = built
     assert first.ref == image.local_ref(options)
     again = image.ensure(engine, options)
     assert (again.built, again.found, again.ref) == (False, "local", first.ref)
     config = json.loads(engine.call("image", "inspect", "--format", "{{json .Config}}", first.ref).stdout)
-    assert config["User"] == f"{image.UID}:{image.UID}"
+    assert config["User"] == "0:0"
     assert config["Entrypoint"] == ["python", "-m", "ftlaunch.containers.trainer"]
     assert config["Labels"]["ftlaunch.content-tag"] == first.tag
     whoami = engine.call("run", "--rm", "--network", "none", "--entrypoint", "id", first.ref, "-u").stdout.strip()
-    assert whoami == str(image.UID)
+    assert whoami == "0"  # what SageMaker, Azure ML and SkyPilot's docker mode get
     usage = engine.call("run", "--rm", "--network", "none", first.ref, "--help").stdout
     assert "--spec" in usage
+    # a local run is the launching user's uid, which has no account in the image: the job's folders take it
+    probe = ("import os; [open(os.path.join(d, 'probe'), 'w').write('x') for d in "
+             "('/opt/ftlaunch/work', '/opt/ftlaunch/cache', '/opt/ftlaunch/output', '/opt/ftlaunch/checkpoints')];"
+             " print(os.getuid())")
+    out = engine.call("run", "--rm", "--network", "none", "--user", "12345:12345", "--entrypoint", "python",
+                      first.ref, "-c", probe).stdout.strip()
+    assert out == "12345"
+
+
+@pytest.mark.slow
+def test_image_holds_every_entry_and_what_it_imports(engine, built, frozen_sources):
+    options, first = built
+    listing = engine.call("run", "--rm", "--network", "none", "--entrypoint", "python", first.ref, "-c",
+                          "import pathlib; root = pathlib.Path('/opt/ftlaunch/lib/ftlaunch');"
+                          " print('\\n'.join(sorted(p.relative_to(root).as_posix() for p in root.rglob('*.py'))))"
+                          ).stdout.split()
+    assert sorted(listing) == sorted(frozen_sources)  # exactly the shipped sources, nothing else
+    entries = [f"ftlaunch.backends.{cloud}.entry" for cloud in ("sagemaker", "vertex", "azureml")]
+    libraries = ["boto3", "google.auth", "google.auth.transport.requests", "requests", "azure.identity"]
+    code = "import importlib; [importlib.import_module(m) for m in %r]; print('ok')" % (entries + libraries)
+    proc = engine.call("run", "--rm", "--network", "none", "--entrypoint", "python", first.ref, "-c", code,
+                       check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    for module in entries:  # each entry starts and parses its arguments inside the image
+        usage = engine.call("run", "--rm", "--network", "none", "--entrypoint", "python", first.ref, "-m",
+                            module, "--help").stdout
+        assert module in usage
 
 
 @pytest.mark.slow
