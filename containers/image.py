@@ -148,6 +148,23 @@ def remote_ref(registry: str, options: BuildOptions, tag: str | None = None) -> 
     return f"{registry.rstrip('/')}/{local_ref(options, tag)}"
 
 
+def for_cloud(registry: str, env: Mapping[str, str], *, image: str | None = None, tag: str | None = None) -> dict:
+    """Plan time, for a cloud target: the image its request names, and what a launch must build for it.
+
+    A prebuilt image is used as given and nothing is built: `image` (a full reference) or an explicit `tag`
+    (FTLAUNCH_IMAGE_TAG) in `registry`. Otherwise the content tag of the build options in `env`, the same
+    on every cloud: {"image": "<registry>/ftlaunch-trainer:<tag>", "image_tag": tag, "image_build":
+    {build options, "tag": tag}}; "image_build" is None for a prebuilt image."""
+    if image:
+        return {"image": image, "image_tag": None, "image_build": None}
+    if tag:
+        return {"image": f"{registry.rstrip('/')}/{REPOSITORY}:{tag}", "image_tag": tag, "image_build": None}
+    options = options_from_env(env)
+    tag = content_tag(options)
+    return {"image": remote_ref(registry, options, tag), "image_tag": tag,
+            "image_build": {**options.to_json(), "tag": tag}}
+
+
 def assemble(options: BuildOptions, dest: Path) -> Path:
     """Writes the build context into dest (created empty) and returns it."""
     dest = Path(dest)
