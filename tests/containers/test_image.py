@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from dockerfile_parse import DockerfileParser
@@ -17,6 +18,7 @@ from ftlaunch.containers import engine as engine_mod
 from ftlaunch.containers import image
 from ftlaunch.containers import registry
 
+REPO = Path(__file__).resolve().parents[2]
 VARIANTS = {
     "default": image.BuildOptions(),
     "ca-bundle": image.BuildOptions(ca_bundle="/etc/ssl/certs/ca-certificates.crt"),
@@ -268,6 +270,57 @@ def test_build_command_builds_nothing_when_the_tag_exists(engine, built, local_r
     result = build_cli.build_and_push(options, registry=f"{local_registry.address}/via-cli", engine=engine)
     assert result["pushed"] and not result["built"]
     assert build_cli.describe(result).endswith(f"pushed to {local_registry.address}/via-cli")
+
+
+@pytest.mark.slow
+def test_cloud_launch_builds_and_pushes_only_what_is_missing(engine, built, job_base, wheelhouse,  # noqa: F811
+                                                             local_registry, dockerd, frozen_sources,  # noqa: F811
+                                                             monkeypatch, tmp_path):
+    from ftlaunch import build_cli, cli
+
+    # a trainer change since the module's build: a new tag, in neither the engine nor the registry (the
+    # layer cache keeps this build to the changed layers)
+    changed = tmp_path / "run.py"
+    changed.write_text(frozen_sources["containers/trainer/run.py"].read_text() + "\n# changed for this test\n")
+    monkeypatch.setattr(image, "trainer_sources", lambda: {**frozen_sources, "containers/trainer/run.py": changed})
+    registry_path = f"{local_registry.address}/launch"
+    for key, value in {"FTLAUNCH_ECR_REGISTRY": registry_path, "FTLAUNCH_BASE_IMAGE": job_base,
+                       "FTLAUNCH_WHEELHOUSE": str(wheelhouse), "FTLAUNCH_BUILD_NETWORK": "host",
+                       "FTLAUNCH_SAGEMAKER_ROLE": "arn:aws:iam::123456789012:role/test",
+                       "FTLAUNCH_S3_BUCKET": "bucket", "DOCKER_HOST": dockerd.host,
+                       "FTLAUNCH_ENGINE": "docker"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("FTLAUNCH_IMAGE_TAG", raising=False)
+    monkeypatch.delenv("FTLAUNCH_SAGEMAKER_IMAGE", raising=False)
+    prepared = cli.prepare(str(REPO / "examples" / "quickstart.yaml"), {"cloud": "sagemaker", "gpu": "a100"})
+    tag = image.content_tag(image.options_from_env({"FTLAUNCH_BASE_IMAGE": job_base}))
+    assert tag != built[1].tag
+    ref = prepared.request.payload["AlgorithmSpecification"]["TrainingImage"]
+    assert ref == f"{registry_path}/ftlaunch-trainer:{tag}"
+
+    # the dry run says what would happen, and does none of it
+    assert build_cli.dry_run(prepared.plan, engine)["summary"].endswith("would build and push (in neither this "
+                                                                         "engine nor the registry)")
+    assert not engine.image_exists(f"ftlaunch-trainer:{tag}") and engine.remote_lookup(ref) is False
+
+    first = build_cli.ensure_image(prepared.plan, prepared.request, engine=engine)
+    assert (first["built"], first["pushed"], first["image"]) == (True, True, ref)
+    assert engine.remote_exists(ref)
+    # what the job's container gets is this build: the changed source is in it
+    shipped = engine.call("run", "--rm", "--network", "none", "--entrypoint", "tail", ref, "-n", "1",
+                          "/opt/ftlaunch/lib/ftlaunch/containers/trainer/run.py").stdout.strip()
+    assert shipped == "# changed for this test"
+
+    assert build_cli.dry_run(prepared.plan, engine)["summary"].endswith("already in the registry: nothing to "
+                                                                         "build or push")
+    again = build_cli.ensure_image(prepared.plan, prepared.request, engine=engine)
+    assert (again["built"], again["pushed"], again["found"]) == (False, False, "registry")
+
+    # a prebuilt image: nothing asked of the engine at all
+    prebuilt = cli.prepare(str(REPO / "examples" / "quickstart.yaml"),
+                           {"cloud": "sagemaker", "gpu": "a100", "image": "example.org/own:1"})
+    assert build_cli.ensure_image(prebuilt.plan, prebuilt.request, engine=None) is None
+    assert prebuilt.request.payload["AlgorithmSpecification"]["TrainingImage"] == "example.org/own:1"
 
 
 def test_build_command_prints_the_dockerfile():
