@@ -28,15 +28,20 @@ from ftlaunch import errors
 
 REPOSITORY = "ftlaunch-trainer"
 DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime"
-# The clouds' own prebuilt PyTorch training images, by short name (`--base sagemaker`). Examples current
-# when written; each provider lists newer ones (see docs/docker.md).
+# Bases by short name (`--base sagemaker`): each installs the lock (Python >= 3.11, torch >= 2.5; see
+# base_check.py). pytorch/pytorch is Python 3.11; SageMaker's PyTorch 2.8 training image is Python 3.12.
 BASE_IMAGES = {
     "pytorch": DEFAULT_BASE_IMAGE,
     "sagemaker": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8.0-gpu-py312-cu129-ubuntu22.04-sagemaker",
-    "vertex": "us-docker.pkg.dev/vertex-ai/training/pytorch-gpu.2-4.py310:latest",
-    "azureml": "mcr.microsoft.com/azureml/curated/acpt-pytorch-2.2-cuda12.1:latest",
+}
+# Names once offered whose images cannot install the lock: why, for the error that replaces them.
+DROPPED_BASES = {
+    "vertex": "Vertex AI's prebuilt PyTorch training images (pytorch-gpu.2-4.py310) are Python 3.10",
+    "azureml": "Azure ML's ACPT images are Python 3.10 (acpt-pytorch-2.8-cuda12.6; acpt-pytorch-2.2 also "
+               "has torch 2.2)",
 }
 LOCK_FILE = "requirements.lock"
+BASE_CHECK = "base_check.py"  # the build's first step: the base's Python and torch fit the lock, or one line why
 # The ftlaunch packages a job imports, shipped as .py sources: the trainer and every backend's in-job
 # entry (`python -m ftlaunch.backends.<cloud>.entry`). Templates stay out: nothing in a job renders one.
 SHIPPED_PACKAGES = ("ftlaunch", "ftlaunch.containers", "ftlaunch.backends")
@@ -79,7 +84,12 @@ def options_from_env(env: Mapping[str, str], **overrides: str | None) -> BuildOp
 
 
 def resolve_base(name: str) -> str:
-    """A short name from BASE_IMAGES (pytorch, sagemaker, vertex, azureml) or any image reference."""
+    """A short name from BASE_IMAGES (pytorch, sagemaker) or any image reference."""
+    if name in DROPPED_BASES:
+        raise errors.UserError(f"base image '{name}' (--base or FTLAUNCH_BASE_IMAGE): {DROPPED_BASES[name]}, and "
+                               "the job's locked requirements need Python >= 3.11 with torch >= 2.5.",
+                               hint="use --base pytorch (the default: every cloud runs it) or --base sagemaker, "
+                                    "or name an image with Python >= 3.11 and torch >= 2.5")
     return BASE_IMAGES.get(name, name)
 
 
@@ -97,11 +107,13 @@ def lock_text() -> str:
 
 def context_files(options: BuildOptions) -> dict[str, Path | bytes]:
     """Every file of the build context: its path in the context -> a file to copy or the bytes to write."""
+    sources = trainer_sources()
     files: dict[str, Path | bytes] = {
         "Dockerfile": dockerfile(options).encode(),
         LOCK_FILE: lock_text().encode(),
+        BASE_CHECK: sources[f"containers/{BASE_CHECK}"],
     }
-    for rel, path in trainer_sources().items():
+    for rel, path in sources.items():
         files[f"ftlaunch/{rel}"] = path
     if options.ca_bundle:
         files["ca.crt"] = Path(options.ca_bundle)

@@ -27,7 +27,7 @@ from ftlaunch import errors
                    "SDK) or any registry the engine is logged in to.")
 @click.option("--region", help="Region of the default registry (ECR, Artifact Registry).")
 @click.option("--base", "base_image", metavar="IMAGE",
-              help="Base image: pytorch (default), sagemaker, vertex, azureml, or any image with Python and torch.")
+              help="Base image: pytorch (default), sagemaker, or any image with Python >= 3.11 and torch >= 2.5.")
 @click.option("--build-network", metavar="NETWORK", help="Network for the build's RUN steps (e.g. host).")
 @click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False),
               help="A CA bundle to copy in so pip trusts an intercepting proxy during the build.")

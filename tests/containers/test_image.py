@@ -14,6 +14,8 @@ import pytest
 from dockerfile_parse import DockerfileParser
 
 from docker_engine import dockerd, job_base, local_registry, wheelhouse  # noqa: F401 (fixtures)
+from ftlaunch import errors
+from ftlaunch.containers import base_check
 from ftlaunch.containers import engine as engine_mod
 from ftlaunch.containers import image
 from ftlaunch.containers import registry
@@ -52,16 +54,56 @@ def test_dockerfile_shape(tmp_path):
     assert "# syntax=" not in text and "--mount" not in text and "<<" not in text
     # each backend maps its own output conventions: the image must not pin the trainer's folders
     assert not any("FTLAUNCH_OUTPUT_DIR" in v for k, v in instructions if k == "ENV")
-    copied = [v.split()[0] for k, v in instructions if k == "COPY"]
-    assert copied == ["requirements.lock", "ftlaunch"]  # no wheels copied in: they would stay as a layer
+    copied = [v.split()[:-1] for k, v in instructions if k == "COPY"]
+    assert copied == [["base_check.py", "requirements.lock"], ["ftlaunch"]]  # no wheels: they would stay a layer
+    # the first RUN checks the base's Python and torch before pip sees the lock
+    first_run = next(v for k, v in instructions if k == "RUN")
+    assert first_run.split("&&")[0].strip() == "python /opt/ftlaunch/base_check.py"
 
 
 def test_base_image_names():
-    assert image.resolve_base("sagemaker").endswith("-sagemaker")
+    assert image.resolve_base("sagemaker").endswith("-sagemaker") and "-py312-" in image.resolve_base("sagemaker")
     assert image.resolve_base("my/own:1") == "my/own:1"
-    opts = image.options_from_env({"FTLAUNCH_BASE_IMAGE": "vertex"})
-    assert opts.base_image == image.BASE_IMAGES["vertex"]
-    assert image.options_from_env({}, base_image="azureml").base_image == image.BASE_IMAGES["azureml"]
+    assert image.options_from_env({"FTLAUNCH_BASE_IMAGE": "sagemaker"}).base_image == image.BASE_IMAGES["sagemaker"]
+    # the clouds' images that cannot install the lock are refused by name, with the reason and the fix
+    for name, why in (("vertex", "Python 3.10"), ("azureml", "Python 3.10")):
+        with pytest.raises(errors.UserError) as info:
+            image.options_from_env({"FTLAUNCH_BASE_IMAGE": name})
+        assert why in str(info.value) and "--base pytorch" in info.value.hint
+
+
+def test_base_check_says_in_one_line_what_does_not_fit():
+    check = base_check.problem
+    assert check((3, 11), "2.13.0+cpu") is None and check((3, 12), "2.8.0+cu128") is None
+    assert "Python 3.10" in check((3, 10), "2.4.0")
+    assert "torch 2.2.1+cu121" in check((3, 11), "2.2.1+cu121") and "< 3" in check((3, 11), "3.0.0")
+    assert "no torch" in check((3, 11), None)
+    for text in (check((3, 10), "2.4.0"), base_check.FIX):
+        assert "\n" not in text
+
+
+def test_base_check_floors_are_the_locks():
+    """MIN_PYTHON is the highest Requires-Python floor among the locked distributions, MIN_TORCH the highest
+    torch floor among them (and the train extra's), so the check and the lock cannot drift apart."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    def floor(specifier: str) -> tuple[int, int]:
+        versions = [s.version for s in SpecifierSet(specifier) if s.operator in (">=", ">")]
+        return max((tuple(int(x) for x in v.split(".")[:2]) for v in versions), default=(0, 0))
+
+    pins = [l.split("==")[0] for l in image.lock_text().splitlines() if "==" in l]
+    python, torch = (0, 0), (0, 0)
+    for name in pins + ["ftlaunch"]:
+        dist = metadata.distribution(name)
+        python = max(python, floor(dist.metadata.get("Requires-Python") or ""))
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.name == "torch" and (req.marker is None or req.marker.evaluate({"extra": "train"})):
+                torch = max(torch, floor(str(req.specifier)))
+    assert (python, torch) == (base_check.MIN_PYTHON, base_check.MIN_TORCH)
 
 
 def test_tag_is_content_addressed(monkeypatch, tmp_path):
@@ -88,6 +130,7 @@ def test_context_holds_what_the_dockerfile_copies(tmp_path):
     context = image.assemble(image.BuildOptions(), tmp_path / "ctx")
     assert (context / "Dockerfile").read_text() == image.dockerfile(image.BuildOptions())
     assert (context / "requirements.lock").read_text() == image.lock_text()
+    assert (context / "base_check.py").read_bytes() == (context / "ftlaunch/containers/base_check.py").read_bytes()
     for module in ("containers/trainer/__main__.py", "containers/trainer/contract.py", "spec.py", "errors.py",
                    "models.py", "techniques.py", "manifest.py", "__init__.py"):
         assert (context / "ftlaunch" / module).is_file(), module
@@ -270,6 +313,24 @@ def test_build_command_builds_nothing_when_the_tag_exists(engine, built, local_r
     result = build_cli.build_and_push(options, registry=f"{local_registry.address}/via-cli", engine=engine)
     assert result["pushed"] and not result["built"]
     assert build_cli.describe(result).endswith(f"pushed to {local_registry.address}/via-cli")
+
+
+@pytest.mark.slow
+def test_base_check_runs_first_in_the_build_and_refuses_a_base_without_torch(engine, built):
+    import docker_engine
+
+    options, first = built
+    ok = engine.call("run", "--rm", "--network", "none", "--entrypoint", "python", first.ref,
+                     "/opt/ftlaunch/base_check.py").stdout.strip()
+    assert ok == f"base: python 3.11, torch {docker_engine.TORCH_VERSION}+cpu"
+    # plain Debian: Python 3.11 but no torch, the kind of base that would otherwise end in a pip wall of text
+    if not engine.image_exists(docker_engine.DEBIAN_IMAGE):
+        engine.call("import", str(docker_engine.debian_tarball()), docker_engine.DEBIAN_IMAGE)
+    proc = engine.call("run", "--rm", "--network", "none", "-v", f"{base_check.__file__}:/check.py:ro",
+                       docker_engine.DEBIAN_IMAGE, "python3", "/check.py", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("ftlaunch: the base image has no torch") and "Fix: " in lines[0]
 
 
 @pytest.mark.slow
