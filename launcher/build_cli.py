@@ -1,7 +1,8 @@
-"""`ftlaunch build [SPEC]`: build the job image (only if its content tag is missing) and push it, without launching.
+"""`ftlaunch build [SPEC]`: build the job image (only if its content tag is missing) and push it, without
+launching; and the same step inside a cloud launch (image + job), where it runs before submit.
 
     ftlaunch build spec.yaml                                  # local image only (--cloud local)
-    ftlaunch build --cloud sagemaker spec.yaml                # build if missing, push to the account's ECR
+    ftlaunch build --cloud sagemaker spec.yaml                # build if missing, push to its ECR (as a launch does)
     ftlaunch build --registry 127.0.0.1:5000/ml spec.yaml     # any registry (SkyPilot, self-hosted)
     ftlaunch build --dockerfile                               # print the Dockerfile and stop
 """
@@ -51,7 +52,7 @@ def build(spec_path: str | None, cloud: str | None, registry: str | None, region
     spec = _load_spec(spec_path)
     cloud = cloud or (spec.resources.cloud if spec is not None else "local")
     region = region or (spec.resources.region if spec is not None else None)
-    result = build_and_push(options, cloud=cloud, registry=registry, region=region,
+    result = build_and_push(options, cloud=cloud, registry=registry or configured_registry(cloud), region=region,
                             on_line=None if (quiet or as_json) else (lambda line: click.echo(line, err=True)))
     if as_json:
         click.echo(json.dumps(result))
@@ -79,6 +80,19 @@ def build_and_push(options: Any, *, cloud: str = "local", registry: str | None =
     outcome = image.ensure(engine, options, registry=registry, need_local=registry is None, tag=tag, on_line=on_line)
     return {"image": outcome.ref, "tag": outcome.tag, "built": outcome.built, "pushed": outcome.pushed,
             "pulled": outcome.pulled, "found": outcome.found, "registry": registry}
+
+
+def configured_registry(cloud: str) -> str | None:
+    """The registry a cloud's settings name (FTLAUNCH_ECR_REGISTRY, ... or config.yaml), where its launches
+    push: so `ftlaunch build --cloud X` and a launch on X push to the same place. None when unset."""
+    if cloud in ("local", "auto"):
+        return None
+    import importlib
+
+    from ftlaunch.backends import base
+
+    settings = importlib.import_module(f"ftlaunch.backends.{cloud}.settings")
+    return base.settings(cloud, settings.TABLE).get("registry")
 
 
 def describe(result: dict[str, Any]) -> str:

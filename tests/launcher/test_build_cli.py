@@ -110,3 +110,11 @@ def test_an_unconfigured_registry_stops_the_launch_before_any_build(no_engine):
     with pytest.raises(errors.UserError) as info:
         build_cli.ensure_image(prepared.plan, prepared.request, engine=NoEngine())
     assert "FTLAUNCH_ECR_REGISTRY" in str(info.value)
+
+
+def test_build_pushes_where_the_launch_does(monkeypatch):
+    monkeypatch.setenv("FTLAUNCH_ECR_REGISTRY", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team")
+    monkeypatch.delenv("FTLAUNCH_ARTIFACT_REGISTRY", raising=False)
+    assert build_cli.configured_registry("sagemaker") == "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team"
+    assert build_cli.configured_registry("vertex") is None  # unset: `build` asks the cloud for its default
+    assert build_cli.configured_registry("local") is None
