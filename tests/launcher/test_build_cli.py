@@ -118,3 +118,11 @@ def test_build_pushes_where_the_launch_does(monkeypatch):
     assert build_cli.configured_registry("sagemaker") == "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team"
     assert build_cli.configured_registry("vertex") is None  # unset: `build` asks the cloud for its default
     assert build_cli.configured_registry("local") is None
+
+
+def test_a_local_plan_has_no_image_step():
+    prepared = cli.prepare(str(QUICKSTART), {"cloud": "local", "runtime": "process"})
+    before = prepared.plan.image
+    build_cli.choose_image(prepared.plan)
+    assert prepared.plan.image == before and build_cli.image_step(prepared.plan) is None
+    assert build_cli.ensure_image(prepared.plan, prepared.request, engine=object()) is None
