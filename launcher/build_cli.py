@@ -212,12 +212,19 @@ def ensure_image(plan: Any, request: Any, *, engine: Any = None, on_line: Any = 
     here nor there, pushes only when the registry lacks it; nothing for a prebuilt image or a local plan.
     Returns build_and_push's result, or None when there was nothing to do."""
     from ftlaunch.backends import base
+    from ftlaunch.containers import engine as engine_mod
     from ftlaunch.containers import image
 
     step = image_step(plan)
     if step is None or step.prebuilt:
         return None
     base.refuse_placeholders(request)  # an unconfigured registry: say which settings, before any build
+    engine = engine or engine_mod.detect()
+    if engine is None:
+        raise errors.UserError(f"--cloud {plan.cloud}: the job image {step.ref} is built and pushed when missing, "
+                               f"which needs a container engine, and {engine_mod.why_none()}.",
+                               hint="start Docker or podman (or set DOCKER_HOST), or launch a prebuilt image with "
+                                    "--image REF")
     options = image.BuildOptions(**{k: v for k, v in step.build.items() if k != "tag"})
     result = build_and_push(options, registry=step.registry, tag=step.tag, engine=engine, on_line=on_line)
     if result["image"] != step.ref:

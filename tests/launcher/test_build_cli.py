@@ -126,3 +126,13 @@ def test_a_local_plan_has_no_image_step():
     build_cli.choose_image(prepared.plan)
     assert prepared.plan.image == before and build_cli.image_step(prepared.plan) is None
     assert build_cli.ensure_image(prepared.plan, prepared.request, engine=object()) is None
+
+
+def test_a_launch_without_an_engine_says_how_to_go_on(no_engine, monkeypatch):
+    for key, value in {"FTLAUNCH_SAGEMAKER_ROLE": "arn:aws:iam::123456789012:role/x", "FTLAUNCH_S3_BUCKET": "b",
+                       "FTLAUNCH_ECR_REGISTRY": "123456789012.dkr.ecr.us-east-1.amazonaws.com"}.items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(cli.main_group, ["--cloud", "sagemaker", "--gpu", "a100", "--detach", str(QUICKSTART)])
+    assert result.exit_code == 2, result.output
+    assert "needs a container engine" in result.output and "--image REF" in result.output
+    assert "submitted" not in result.output  # nothing reached the provider
