@@ -16,7 +16,8 @@ import click
 
 from ftlaunch import __version__, errors
 
-LAUNCH_OPTIONS = ("cloud", "gpu", "nodes", "spot", "region", "dry_run", "as_json", "overrides", "detach", "runtime")
+LAUNCH_OPTIONS = ("cloud", "gpu", "nodes", "spot", "region", "dry_run", "as_json", "overrides", "detach", "runtime",
+                  "image")
 
 
 def _console(stderr: bool = False):
@@ -60,6 +61,8 @@ def launch_options(func):
         click.option("--region", help="Cloud region."),
         click.option("--runtime", type=click.Choice(["auto", "docker", "process"]),
                      help="Local only: run in Docker or as a plain process."),
+        click.option("--image", metavar="REF",
+                     help="Cloud only: a prebuilt job image, used as given (nothing is built or pushed)."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override a spec value, e.g. --set hyperparameters.max_steps=20 (repeatable)."),
         click.option("--dry-run", is_flag=True, default=None, help="Plan and render the job; submit nothing."),
@@ -112,6 +115,7 @@ def launch(ctx: click.Context, spec_path: str | None, **options: Any) -> None:
     if options.get("dry_run"):
         show_dry_run(prepared, as_json=bool(options.get("as_json")))
         return
+    ensure_image(prepared, quiet=bool(options.get("as_json")))
     submit(prepared, follow=not options.get("detach"), as_json=bool(options.get("as_json")))
 
 
@@ -139,10 +143,11 @@ class Prepared:
 
 def prepare(spec_path: str, options: dict[str, Any]) -> Prepared:
     """load -> plan -> render. Pure computing: prints nothing, submits nothing."""
-    from ftlaunch import backends, plan as plan_mod, spec as spec_mod
+    from ftlaunch import backends, build_cli, plan as plan_mod, spec as spec_mod
 
     spec = spec_mod.load(spec_path, option_overrides(options))
     plan = plan_mod.make(spec)
+    build_cli.choose_image(plan, options.get("image"))
     backend = backends.get(plan.cloud)
     backend.check_supported(needs(plan))
     request = backend.render(plan)
@@ -164,14 +169,19 @@ def needs(plan: Any) -> set:
 
 
 def show_dry_run(prepared: Prepared, as_json: bool) -> None:
+    from ftlaunch import build_cli
+
+    image = build_cli.dry_run(prepared.plan)  # a cloud launch's image: would it be built, pushed?
     if as_json:
-        click.echo(json.dumps({"plan": prepared.plan.to_json(), "request": prepared.request.to_json()},
-                              indent=2, default=str))
+        click.echo(json.dumps({"plan": prepared.plan.to_json(), "request": prepared.request.to_json(),
+                               **({"image": image} if image else {})}, indent=2, default=str))
         return
     console = _console()
     print_plan(console, prepared.plan)
     console.print(f"\n[bold]The job request[/] (exactly what submit sends to {prepared.request.backend}):")
     console.print_json(json.dumps(prepared.request.to_json(), default=str))
+    if image:
+        console.print(_escape(image["summary"]), soft_wrap=True)
     console.print("\n[dim]Dry run: nothing was submitted. Drop --dry-run to launch.[/]")
 
 
@@ -181,6 +191,16 @@ def print_plan(console: Any, plan: Any) -> None:
 
     console.print(f"[bold]job[/] {plan.job_name}")
     plan_cli.print_plan(console, plan)
+
+
+def ensure_image(prepared: Prepared, quiet: bool) -> None:
+    """A cloud launch is image + job: the image the request names is built and pushed first, only if missing."""
+    from ftlaunch import build_cli
+
+    result = build_cli.ensure_image(prepared.plan, prepared.request,
+                                    on_line=None if quiet else (lambda line: click.echo(line, err=True)))
+    if result is not None and not quiet:
+        click.echo(build_cli.describe(result), err=True)
 
 
 def submit(prepared: Prepared, follow: bool, as_json: bool) -> None:

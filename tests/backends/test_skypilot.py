@@ -42,7 +42,7 @@ def test_render_matches_golden(golden, overrides):
     golden_files.check(golden, request)
     p = request.payload
     res = p["resources"]
-    assert res["image_id"] == "docker:docker.io/unset-ftlaunch-skypilot-registry/ftlaunch-trainer:0.1.0"
+    assert res["image_id"] == f"docker:docker.io/unset-ftlaunch-skypilot-registry/ftlaunch-trainer:{golden_files.CONTENT_TAG}"
     assert p["file_mounts"]["/ftlaunch/outputs"] == {
         "source": "s3://unset-ftlaunch-skypilot-bucket/ftlaunch/jobs/quickstart-20260101-000000-abcd/outputs",
         "mode": "MOUNT_CACHED"}
