@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import math
+import os
 import secrets as _random
 import sys
 from pathlib import Path
@@ -108,32 +109,72 @@ def _local(spec: Spec, name: str) -> Plan:
     output_uri = str(Path(spec.output.path) / name if spec.output.path else job_dir / "outputs")
     estimate = _local_estimate(spec)
     peak = estimate["memory"]["peak_gb"] if estimate else None
-    offer = Offer(cloud="local", instance="this machine", gpu=spec.resources.gpu, gpus=spec.resources.gpus,
-                  price_per_hour=0.0, cost=(0.0, 0.0), peak_gb_per_gpu=peak, fits=estimate and estimate["fits"],
-                  note="runs on the launching machine")
+    have = estimate["local_gpus"] if estimate else _calibrate().local_gpus()
+    gpu = estimate["gpu"] if estimate else None
+    hours = tuple(round(h, 4) for h in estimate["time"]["hours"]) if estimate and estimate.get("time") else None
+    note = "runs on the launching machine"
+    if not have:
+        note = "this machine has no NVIDIA GPU: the job runs on the CPU"
+        if spec.resources.gpu:
+            note += f" (resources.gpu {spec.resources.gpu} is not here)"
+    offer = Offer(cloud="local", instance="this machine", gpu=gpu, gpus=(len(have) and max(1, spec.resources.gpus)),
+                  price_per_hour=0.0, hours=hours, cost=(0.0, 0.0), peak_gb_per_gpu=peak,
+                  fits=estimate["fits"] if estimate else None, note=note)
     # the runtime (docker when an engine answers, else a process) is decided here, so render stays pure
     from ftlaunch.backends.local import docker as local_docker
 
     runtime = local_docker.plan_context(spec)
+    why = f"--cloud local runs here at no charge, {runtime['runtime_note']}; {note}"
+    if estimate and estimate.get("time"):
+        h = estimate["time"]["hours"]
+        why += f"; about {h[0] * 60:.1f}-{h[1] * 60:.1f} min ({estimate['time']['how']})"
     return Plan(spec=spec, job_name=name, cloud="local", offer=offer, offers=[offer], output_uri=output_uri,
                 image=runtime.get("image"), max_runtime_s=spec.resources.max_runtime,
-                why=f"--cloud local runs here at no charge, {runtime['runtime_note']}", estimate=estimate,
+                why=why, estimate=estimate,
                 context={"python": sys.executable, "job_dir": str(job_dir), **runtime})
 
 
+def _calibrate() -> Any:
+    from ftlaunch import calibrate
+
+    return calibrate
+
+
+def _local_gpu(names: list[str]) -> gpu_catalog.GPU | None:
+    """The catalog GPU the driver's first model name ('NVIDIA H100 80GB HBM3') is, when we know it."""
+    if not names:
+        return None
+    text = names[0].lower().replace("nvidia", "").replace("tesla", "")
+    for g in sorted(gpu_catalog.GPUS, key=lambda g: -len(g.name)):
+        if g.name.lower().split("-")[0] in text.split() or g.name.lower() in text:
+            return g
+    return None
+
+
 def _local_estimate(spec: Spec) -> dict[str, Any] | None:
-    """Peak memory for the local run, when the model's shape is known without the network; else None."""
+    """Peak memory and time for the local run, when the model's shape is known without the network; else None.
+    The GPU is the one this machine has (none: CPU, and no GPU claimed); the time comes from a step time
+    measured once per machine and model size (ftlaunch.calibrate), unless FTLAUNCH_CALIBRATE=0."""
     try:
         shape = shapes.resolve(spec.model, base_dir=spec.base_dir)
     except (errors.UserError, KeyError, TypeError, ValueError, OSError):
         return None  # an unreadable shape must not stop a local run; `estimate` reports it
-    gpu = gpu_catalog.find(spec.resources.gpu)
+    cal_mod = _calibrate()
+    have = cal_mod.local_gpus()
+    gpu = _local_gpu(have)
     w = estimator.workload_from_spec(spec, gpu)
-    world = max(1, spec.resources.gpus) * spec.resources.nodes
+    world = max(1, min(spec.resources.gpus, len(have) or 1))
     mem = estimator.memory(shape, w, world)
-    return {"model": shape.name, "params": shape.params, "size_class": shape.size_class,
-            "technique": spec.technique.value, "memory": mem.to_json(), "gpu": gpu.name if gpu else None,
-            "fits": estimator.fits(mem, gpu) if gpu else None}
+    out = {"model": shape.name, "params": shape.params, "size_class": shape.size_class,
+           "technique": spec.technique.value, "memory": mem.to_json(), "memory_unit": "GB (10^9 bytes)",
+           "gpu": gpu.name if gpu else None, "local_gpus": have,
+           "fits": estimator.fits(mem, gpu) if gpu else None, "time": None}
+    cal = cal_mod.get(shape, measure_if_missing=os.environ.get("FTLAUNCH_CALIBRATE", "1") != "0")
+    if cal is not None:
+        tokens = estimator.count_tokens(spec.resolve_path(spec.dataset.path), w, max_samples=spec.dataset.max_samples)
+        out["time"] = cal_mod.local_hours(shape, w, tokens, cal)
+        out["tokens"] = dataclasses.asdict(tokens)
+    return out
 
 
 # --------------------------------------------------------------------------- what the spec needs of a target
