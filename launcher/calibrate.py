@@ -1,8 +1,9 @@
 """This machine's measured training speed, for local time estimates (`--cloud local`).
 
 A cloud offer's hours come from the GPU's datasheet and an assumed utilisation; this machine's come from a
-measurement: a few optimizer steps of a small Llama built (no download) in the model's proportions, on the
-device the local run would use. The achieved FLOP/s (our FLOPs formula over the measured step time) is
+measurement: a few optimizer steps of a small Llama built (no download) in the model's proportions, trained
+as the job trains (full or LoRA, with or without gradient checkpointing), on the device the local run would
+use. On small models per-operation overhead, not FLOPs, sets the pace, so the technique matters. The achieved FLOP/s (our FLOPs formula over the measured step time) is
 cached in $FTLAUNCH_HOME/calibration.json per machine and model size, so it is measured once; the local
 estimate divides the job's FLOPs by it. torch and transformers are imported only when measuring.
 """
@@ -19,10 +20,10 @@ from typing import Any
 
 from ftlaunch import estimator, jobs
 from ftlaunch.shapes import Shape
-from ftlaunch.techniques import Technique
+from ftlaunch.techniques import LORA_FAMILY, Technique
 
 CAP_HIDDEN, CAP_LAYERS, CAP_VOCAB = 256, 2, 4096  # the calibration model: the model's proportions, capped
-STEPS, WARMUP, BATCH, SEQ = 3, 1, 2, 64
+STEPS, WARMUP, BATCH, SEQ = 6, 2, 4, 128  # timed steps (the fastest counts), untimed ones, the largest micro-batch
 
 
 def cache_path() -> Path:
@@ -61,9 +62,25 @@ def calibration_shape(shape: Shape) -> Shape:
                  intermediate_size=max(8, int(hidden * ratio)), tie_embeddings=shape.tie_embeddings)
 
 
-def size_key(shape: Shape) -> str:
+def _kind(w: estimator.Workload | None) -> tuple[str, bool]:
+    """What the calibration trains: 'lora' for the LoRA family (QLoRA's 4-bit base is not measured: on a CPU it
+    dequantises like LoRA's bf16 base), else 'full'; and whether it recomputes activations."""
+    if w is None:
+        return "full", False
+    return ("lora" if w.technique in LORA_FAMILY else "full"), bool(w.gradient_checkpointing)
+
+
+def size_key(shape: Shape, w: estimator.Workload | None = None) -> str:
     c = calibration_shape(shape)
-    return f"h{c.hidden_size}-f{c.intermediate_size}-l{c.num_layers}-v{c.vocab_size}"
+    kind, ckpt = _kind(w)
+    b, s = _batch(w)
+    return (f"h{c.hidden_size}-f{c.intermediate_size}-l{c.num_layers}-v{c.vocab_size}-{kind}{'-ckpt' if ckpt else ''}"
+            f"-b{b}x{s}")
+
+
+def _batch(w: estimator.Workload | None) -> tuple[int, int]:
+    """The job's micro-batch, capped at BATCH x SEQ (per-step overhead is amortised as in the job)."""
+    return (min(w.batch_size, BATCH), min(w.seq_len, SEQ)) if w else (BATCH, SEQ)
 
 
 @dataclasses.dataclass
@@ -75,11 +92,14 @@ class Calibration:
     measured_at: str
 
 
-def measure(shape: Shape) -> Calibration:
-    """Times STEPS AdamW steps (after WARMUP) of the calibration model, full fine-tuning, micro-batch BATCH x SEQ."""
+def measure(shape: Shape, w: estimator.Workload | None = None) -> Calibration:
+    """Times STEPS AdamW steps (after WARMUP) of the calibration model, the job's micro-batch capped at BATCH x SEQ,
+    trained the way
+    the job trains (LoRA through peft for the LoRA family, else full; gradient checkpointing as the job)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    kind, ckpt = _kind(w)
     c = calibration_shape(shape)
     device = "cuda" if local_gpus() and torch.cuda.is_available() else "cpu"
     config = LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
@@ -88,9 +108,18 @@ def measure(shape: Shape) -> Calibration:
                          tie_word_embeddings=c.tie_embeddings)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).to(device)
+    if ckpt:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if kind == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=w.lora_r, lora_alpha=2 * w.lora_r, lora_dropout=w.lora_dropout,
+                                                 target_modules="all-linear"))
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ids = torch.randint(0, c.vocab_size, (BATCH, SEQ), device=device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    batch, seq = _batch(w)
+    ids = torch.randint(0, c.vocab_size, (batch, seq), device=device)
 
     def step() -> None:
         loss = model(input_ids=ids, labels=ids).loss
@@ -100,20 +129,24 @@ def measure(shape: Shape) -> Calibration:
 
     for _ in range(WARMUP):
         step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+    times = []
     for _ in range(STEPS):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
         step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    step_s = (time.perf_counter() - start) / STEPS
-    w = estimator.Workload(technique=Technique.FULL, batch_size=BATCH, seq_len=SEQ, gradient_checkpointing=False)
-    flops = estimator.flops_per_token(c, w) * BATCH * SEQ
-    return Calibration(flops / step_s, step_s, device, size_key(shape), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    step_s = min(times)  # the fastest step: what the machine does when nothing else competes for it
+    wc = estimator.Workload(technique=Technique.LORA if kind == "lora" else Technique.FULL, batch_size=batch,
+                            seq_len=seq, gradient_checkpointing=ckpt, lora_r=w.lora_r if w else 16)
+    flops = estimator.flops_per_token(c, wc) * batch * seq
+    return Calibration(flops / step_s, step_s, device, size_key(shape, w),
+                       time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
-def get(shape: Shape, *, measure_if_missing: bool = True) -> Calibration | None:
+def get(shape: Shape, w: estimator.Workload | None = None, *, measure_if_missing: bool = True) -> Calibration | None:
     """The cached calibration for this machine and model size; measured (and cached) when missing.
     None when it is missing and cannot be measured (no torch here, or measure_if_missing False)."""
     path = cache_path()
@@ -121,13 +154,13 @@ def get(shape: Shape, *, measure_if_missing: bool = True) -> Calibration | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         data = {}
-    key = f"{machine_key()}|{size_key(shape)}"
+    key = f"{machine_key()}|{size_key(shape, w)}"
     if key in data:
         return Calibration(**data[key])
     if not measure_if_missing:
         return None
     try:
-        cal = measure(shape)
+        cal = measure(shape, w)
     except ImportError:
         return None
     data[key] = dataclasses.asdict(cal)

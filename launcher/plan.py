@@ -169,7 +169,7 @@ def _local_estimate(spec: Spec) -> dict[str, Any] | None:
            "technique": spec.technique.value, "memory": mem.to_json(), "memory_unit": "GB (10^9 bytes)",
            "gpu": gpu.name if gpu else None, "local_gpus": have,
            "fits": estimator.fits(mem, gpu) if gpu else None, "time": None}
-    cal = cal_mod.get(shape, measure_if_missing=os.environ.get("FTLAUNCH_CALIBRATE", "1") != "0")
+    cal = cal_mod.get(shape, w, measure_if_missing=os.environ.get("FTLAUNCH_CALIBRATE", "1") != "0")
     if cal is not None:
         tokens = estimator.count_tokens(spec.resolve_path(spec.dataset.path), w, max_samples=spec.dataset.max_samples)
         out["time"] = cal_mod.local_hours(shape, w, tokens, cal)
@@ -373,7 +373,7 @@ def _fit_spec_to_offer(spec: Spec, chosen: Offer, explicit: bool) -> tuple[Spec,
     planned = hp.batch_size * max(1, res.gpus) * res.nodes * hp.grad_accum
     res_update: dict[str, Any] = {}
     note = ""
-    if chosen.details.get("distributed") == "fsdp" and res.distributed == "auto":
+    if chosen.details.get("distributed") == "fsdp" and res.distributed == "auto" and spec.technique.value != "full":
         res_update["distributed"] = "fsdp"
     if chosen.gpus != res.gpus and not explicit:
         res_update["gpus"] = chosen.gpus
@@ -459,7 +459,7 @@ def _offer(spec: Spec, shape: shapes.Shape, row: prices.PriceRow, tokens: estima
                  f"needs {mem.peak_gb:.1f} GB per GPU, fits {estimator.usable_gb(gpu):.1f} of {gpu.memory_gb:.1f} GB",
                  details=dict(row.details, gpu_memory_gb=round(gpu.memory_gb, 1),
                               usable_gb=round(estimator.usable_gb(gpu), 1), memory=mem.to_json(),
-                              **({"distributed": "fsdp"} if sharded else {}),
+                              **({"distributed": "fsdp"} if sharded or mem.strategy == "zero3" else {}),
                               mfu=[round(x, 3) for x in t.mfu], startup_hours=[round(x, 3) for x in t.startup_hours],
                               flops=[float(f"{x:.3g}") for x in t.flops]),
                  spot_price_per_hour=row.spot_usd_per_hour * nodes if row.spot_usd_per_hour else None,
