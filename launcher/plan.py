@@ -187,7 +187,7 @@ def gpus_explicit(spec: Spec) -> bool:
 
 def needs(spec: Spec) -> set:
     """The capabilities a target must have to run `spec` (backends.base.Capability): several nodes, spot,
-    a region, a chosen local runtime (cloud targets run the image themselves). cli.needs() calls this."""
+    a region. cli.needs() calls this; the planner drops targets that lack one before ranking."""
     from ftlaunch.backends.base import Capability
 
     r = spec.resources
@@ -198,9 +198,7 @@ def needs(spec: Spec) -> set:
         out.add(Capability.SPOT)
     if r.region:
         out.add(Capability.REGION)
-    if r.runtime != "auto" and r.cloud != "local":
-        out.add(Capability.DOCKER)
-    return out
+    return out  # resources.runtime is a local-only setting (a spec may keep it when run on a cloud): not a need
 
 
 _UNSUPPORTED: dict[str, dict[str, str]] = {}

@@ -325,7 +325,7 @@ def test_cli_needs_uses_the_planner(tmp_path):
 
     spec = spec_mod.load(write_spec(tmp_path), ("resources.cloud=sagemaker", "resources.spot=true",
                                                 "resources.nodes=2", "resources.runtime=docker"))
-    assert cli.needs(type("P", (), {"spec": spec})()) == {Capability.SPOT, Capability.MULTI_NODE, Capability.DOCKER}
+    assert cli.needs(type("P", (), {"spec": spec})()) == {Capability.SPOT, Capability.MULTI_NODE}
 
 
 def test_local_claims_no_gpu_without_one(tmp_path, monkeypatch):
