@@ -142,7 +142,7 @@ def prepare(spec_path: str, options: dict[str, Any]) -> Prepared:
     from ftlaunch import backends, plan as plan_mod, spec as spec_mod
 
     spec = spec_mod.load(spec_path, option_overrides(options))
-    plan = plan_mod.make(spec)
+    plan = plan_mod.make(spec, calibrate=not options.get("dry_run"))  # a real local run measures this machine once
     backend = backends.get(plan.cloud)
     backend.check_supported(needs(plan))
     request = backend.render(plan)

@@ -81,20 +81,22 @@ TARGETS = ("sagemaker", "vertex", "azureml", "skypilot")
 
 
 def make(spec: Spec, *, name: str | None = None, targets: tuple[str, ...] | None = None,
-         optimize: str | None = None, require_fit: bool = True, online: bool = False) -> Plan:
+         optimize: str | None = None, require_fit: bool = True, online: bool = False, calibrate: bool = False) -> Plan:
     """Plans the spec: on this machine for `resources.cloud: local`, else ranks every offer of the named
     cloud(s) (`auto`: all four) by predicted cost (or time), and chooses the cheapest that fits.
 
     `targets` overrides the spec's cloud (`ftlaunch estimate` passes all four). With require_fit (the
     default, as `run` needs) a plan where nothing fits raises UserError naming what would; `estimate`
-    passes require_fit=False and gets a Plan with offer None and the reasons in `why`."""
+    passes require_fit=False and gets a Plan with offer None and the reasons in `why`. `calibrate` lets a local
+    plan measure this machine's step time when no cached measurement exists (it imports torch; a dry run does
+    not ask for it and shows the time only when a measurement is cached)."""
     explicit = gpus_explicit(spec)  # before resolved(), whose re-validation marks every field as set
     spec = spec.resolved()
     cloud = spec.resources.cloud
     name = name or job_name(spec)
     if targets is None:
         if cloud == "local":
-            return _local(spec, name)
+            return _local(spec, name, calibrate)
         targets = TARGETS if cloud == "auto" else (cloud,)
     return _cloud(spec, name, tuple(targets), optimize=optimize or _optimize(spec), require_fit=require_fit,
                   online=online, explicit=explicit)
@@ -104,10 +106,10 @@ def _optimize(spec: Spec) -> str:
     return getattr(spec.resources, "optimize", None) or "cost"
 
 
-def _local(spec: Spec, name: str) -> Plan:
+def _local(spec: Spec, name: str, calibrate: bool = False) -> Plan:
     job_dir = jobs.home() / "jobs" / name
     output_uri = str(Path(spec.output.path) / name if spec.output.path else job_dir / "outputs")
-    estimate = _local_estimate(spec)
+    estimate = _local_estimate(spec, calibrate)
     peak = estimate["memory"]["peak_gb"] if estimate else None
     have = estimate["local_gpus"] if estimate else _calibrate().local_gpus()
     gpu = estimate["gpu"] if estimate else None
@@ -151,10 +153,11 @@ def _local_gpu(names: list[str]) -> gpu_catalog.GPU | None:
     return None
 
 
-def _local_estimate(spec: Spec) -> dict[str, Any] | None:
+def _local_estimate(spec: Spec, calibrate: bool = False) -> dict[str, Any] | None:
     """Peak memory and time for the local run, when the model's shape is known without the network; else None.
     The GPU is the one this machine has (none: CPU, and no GPU claimed); the time comes from a step time
-    measured once per machine and model size (ftlaunch.calibrate), unless FTLAUNCH_CALIBRATE=0."""
+    measured once per machine and model size (ftlaunch.calibrate) when `calibrate` (never with FTLAUNCH_CALIBRATE=0),
+    else read from the cache when there."""
     try:
         shape = shapes.resolve(spec.model, base_dir=spec.base_dir)
     except (errors.UserError, KeyError, TypeError, ValueError, OSError):
@@ -169,7 +172,7 @@ def _local_estimate(spec: Spec) -> dict[str, Any] | None:
            "technique": spec.technique.value, "memory": mem.to_json(), "memory_unit": "GB (10^9 bytes)",
            "gpu": gpu.name if gpu else None, "local_gpus": have,
            "fits": estimator.fits(mem, gpu) if gpu else None, "time": None}
-    cal = cal_mod.get(shape, w, measure_if_missing=os.environ.get("FTLAUNCH_CALIBRATE", "1") != "0")
+    cal = cal_mod.get(shape, w, measure_if_missing=calibrate and os.environ.get("FTLAUNCH_CALIBRATE", "1") != "0")
     if cal is not None:
         tokens = estimator.count_tokens(spec.resolve_path(spec.dataset.path), w, max_samples=spec.dataset.max_samples)
         out["time"] = cal_mod.local_hours(shape, w, tokens, cal)

@@ -375,10 +375,11 @@ def test_local_time_estimate_within_2x_of_a_measured_tiny_run(tiny_spec, tiny_lm
     ratios = []
     for _ in range(3):
         calibrate.cache_path().unlink(missing_ok=True)
-        p = plan.make(s)
+        assert plan.make(s).estimate["time"] is None  # a dry run measures nothing
+        p = plan.make(s, calibrate=True)
         t = p.estimate["time"]
         assert t is not None and calibrate.cache_path().exists() and p.offer.hours
-        assert plan.make(s).estimate["time"]["calibrated"] == t["calibrated"]  # measured once, then cached
+        assert plan.make(s).estimate["time"]["calibrated"] == t["calibrated"]  # measured once, then cached and shown
         step()
         step()
         times = []
