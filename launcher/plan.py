@@ -516,7 +516,7 @@ def _no_fit_reason(offers: list[Offer], budget: float | None, suggestions: list[
             text += (f" To accept it: --gpu {(o.gpu or '').lower()}:{o.gpus} (the global batch grows with the GPU "
                      f"count unless you lower batch_size or grad_accum); or try another --cloud.")
     else:
-        best = min(offers, key=lambda o: o.peak_gb_per_gpu or 0)
+        best = min([o for o in offers if not o.excluded] or offers, key=lambda o: o.peak_gb_per_gpu or 0)
         text = (f"the job does not fit on any offer: it needs {best.peak_gb_per_gpu:.1f} GB per GPU at best "
                 f"({best.gpus} x {best.gpu}; an offer fits within {estimator.HEADROOM:.0%} of GPU memory).")
     if suggestions:
