@@ -205,7 +205,7 @@ def test_70b_full_finetune_does_not_fit_one_gpu_and_says_what_would():
     changes = estimator.make_fit(shape, w, h100)
     assert changes, "some change must make it fit"
     for c in changes:
-        assert c.peak_gb <= gpus.get(c.gpu).memory_gb
+        assert c.peak_gb <= estimator.usable_gb(gpus.get(c.gpu))  # within the headroom, not just the memory
     sharded = [c for c in changes if c.gpus > 1]
     assert sharded and sharded[0].gpus >= 16
 
