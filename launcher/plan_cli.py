@@ -95,7 +95,7 @@ def recommendation(model: str, use_case: str, params: str | None = None, seq_len
         best = None
         for row in rows:
             g = gpu_catalog.find(row.gpu)
-            if g is None or row.usd_per_hour is None:
+            if g is None or row.usd_per_hour is None or row.doubtful:  # a doubtful price is never the choice
                 continue
             mem = estimator.memory(shape, dataclasses.replace(w, precision="bf16" if g.bf16 else "fp16"), row.gpus)
             if not estimator.fits(mem, g):

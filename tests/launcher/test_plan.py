@@ -392,3 +392,11 @@ def test_local_time_estimate_within_2x_of_a_measured_tiny_run(tiny_spec, tiny_lm
         if 0.5 <= ratios[-1] <= 2.0:
             break
     assert 0.5 <= ratios[-1] <= 2.0, ratios
+
+
+def test_recommend_never_rests_on_a_doubtful_price():
+    data = plan_cli.recommendation("meta-llama/Llama-3.1-8B", "chat")
+    from ftlaunch.catalog import prices
+
+    row = next(r for r in prices.load() if (r.target, r.instance) == (data["choice"]["target"], data["choice"]["instance"]))
+    assert not row.doubtful
