@@ -90,23 +90,122 @@ def no_outputs_yet(handle: JobHandle, status: JobStatus) -> errors.UserError:
                             hint="wait for it to succeed (`ftlaunch status`), then fetch again")
 
 
-def fetch_verified(dest: Path, download: Callable[[Path], None]) -> Path:
-    """Runs download(staging) into a folder beside dest, verifies manifest.json there, then swaps it in:
-    dest is either the previous complete copy or the new verified one, never half-written."""
+# A folder `fetch` wrote holds this file: the job it came from and the sha256 of every file it put there.
+FETCH_MARKER = ".ftlaunch-fetch.json"
+STAGING_PREFIX = ".ftlaunch-partial-"
+
+
+def fetch_verified(dest: Path, download: Callable[[Path], None], job: str = "") -> Path:
+    """Runs download(staging) into a fresh folder, verifies it against manifest.json, then moves it into
+    dest. Never deletes or overwrites a user's files: dest must not exist, be an empty folder, or hold exactly
+    what an earlier fetch wrote there (FETCH_MARKER lists it, and every file still has the sha256 recorded).
+    Anything else is refused before downloading. A refused or failed fetch leaves nothing behind."""
     import shutil
+    import tempfile
 
     from ftlaunch import manifest
 
-    dest = Path(dest)
-    staging = dest.with_name(f".{dest.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    download(staging)
-    manifest.verify(staging)
-    if dest.exists():
-        shutil.rmtree(dest)
-    staging.replace(dest)
+    dest = Path(os.path.abspath(Path(dest).expanduser()))
+    previous = fetched_before(dest)  # raises UserError for a folder holding anything else
+    # staged beside a new dest (one rename makes it appear complete), or inside an existing one (same disk)
+    where = dest.parent if previous is None else dest
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=where))
+    except OSError as exc:
+        raise errors.UserError(f"cannot write to {where}: {exc.strerror}.",
+                               hint="pass --dest with a folder you can write to") from None
+    try:
+        download(staging)
+        manifest.verify(staging)
+        marker = {"job": job, "files": {rel: [manifest.sha256(staging / rel)] for rel in _files(staging)}}
+        if previous is None:
+            manifest.atomic_write_text(staging / FETCH_MARKER, json.dumps(marker, indent=2, sort_keys=True))
+            try:
+                os.rename(staging, dest)
+            except OSError:
+                raise errors.UserError(f"--dest {dest} appeared while fetching; fetch changed nothing in it.",
+                                       hint="fetch again, or pass another --dest") from None
+        else:
+            _move_into(staging, dest, previous, marker)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return dest
+
+
+def unlisted(folder: Path, data: dict[str, Any]) -> list[str]:
+    """Files in a fetched folder that its manifest does not list (not verified), besides the manifest and
+    the fetch marker."""
+    from ftlaunch import manifest
+
+    return [rel for rel in _files(Path(folder)) if rel not in data["files"] and rel not in (manifest.NAME, FETCH_MARKER)]
+
+
+def _files(folder: Path) -> list[str]:
+    """Every file under folder, relative, sorted; symbolic links count as files (never followed)."""
+    out = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(STAGING_PREFIX)]
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            out.append(Path(os.path.join(root, name)).relative_to(folder).as_posix())
+    return sorted(out)
+
+
+def fetched_before(dest: Path) -> dict[str, list[str]] | None:
+    """None if dest does not exist; else the files an earlier fetch wrote there ({} for an empty folder).
+    Raises UserError if dest holds anything that fetch did not write, or a file changed since."""
+    from ftlaunch import manifest
+
+    if not os.path.lexists(dest):
+        return None
+    if dest.is_symlink() or not dest.is_dir():
+        raise errors.UserError(f"--dest {dest} exists and is not a folder; fetch left it unchanged.",
+                               hint="pass --dest with a new or empty folder")
+    present = _files(dest)
+    if not present and not any(dest.iterdir()):
+        return {}
+    refuse = errors.UserError(
+        f"--dest {dest} is not empty and was not written by `ftlaunch fetch`; fetch changed nothing in it.",
+        hint="pass --dest with a new or empty folder (fetch only replaces a folder it wrote itself)")
+    try:
+        marker = json.loads((dest / FETCH_MARKER).read_text())
+        written: dict[str, list[str]] = dict(marker["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise refuse from None
+    changed = [rel for rel in present if rel != FETCH_MARKER
+               and (rel not in written or os.path.islink(dest / rel) or manifest.sha256(dest / rel) not in written[rel])]
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise errors.UserError(
+            f"--dest {dest} holds files an earlier fetch did not write, or that changed since: {shown}; "
+            "fetch changed nothing in it.",
+            hint="move those files away, or pass --dest with a new or empty folder")
+    return written
+
+
+def _move_into(staging: Path, dest: Path, previous: dict[str, list[str]], marker: dict[str, Any]) -> None:
+    """Replaces what an earlier fetch wrote in dest with the verified files in staging, file by file. The
+    marker first lists both versions, so an interrupted move still leaves a folder the next fetch accepts."""
+    from ftlaunch import manifest
+
+    both = {rel: sorted(set(previous.get(rel, [])) | set(marker["files"].get(rel, [])))
+            for rel in set(previous) | set(marker["files"])}
+    manifest.atomic_write_text(dest / FETCH_MARKER, json.dumps({**marker, "files": both}, indent=2, sort_keys=True))
+    for rel in previous:
+        if rel not in marker["files"] and os.path.lexists(dest / rel):
+            os.remove(dest / rel)
+    for rel in marker["files"]:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / rel, dest / rel)
+    for rel in previous:  # folders that held only files of the old copy
+        for parent in Path(rel).parents:
+            if parent == Path("."):
+                break
+            try:
+                os.rmdir(dest / parent)  # only if empty
+            except OSError:
+                break
+    manifest.atomic_write_text(dest / FETCH_MARKER, json.dumps(marker, indent=2, sort_keys=True))
 
 
 def inside(folder: Path, rel: str, source: str) -> Path:

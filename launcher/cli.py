@@ -199,20 +199,43 @@ def submit(prepared: Prepared, follow: bool, as_json: bool) -> None:
     if not follow:
         _print_next_steps(console, handle.job_name)
         return
-    follow_job(console, backend, handle)
+    code = follow_job(console, backend, handle)
+    if code:
+        click.get_current_context().exit(code)
 
 
-def follow_job(console: Any, backend: Any, handle: Any) -> None:
-    """Streams the job's log until it ends; Ctrl-C detaches and leaves the job running."""
+# What a followed launch exits with (README, "Exit codes"): the job's outcome, not only the launcher's.
+EXIT_FAILED = 1
+EXIT_CANCELLED = 3
+EXIT_PREEMPTED = 75  # the trainer's own code for "stopped by SIGTERM after saving a checkpoint"
+
+
+def follow_job(console: Any, backend: Any, handle: Any) -> int:
+    """Streams the job's log until it ends and returns the exit code for its outcome (outcome_code);
+    Ctrl-C detaches, leaves the job running and returns 0."""
     try:
         for line in backend.logs(handle, follow=True):
             click.echo(line)
     except KeyboardInterrupt:
         console.print(f"\n[yellow]detached[/]; {handle.job_name} keeps running.")
         _print_next_steps(console, handle.job_name)
-        return
+        return 0
     status = _refresh(backend, handle)
     _print_outcome(console, handle, status)
+    return outcome_code(status)
+
+
+def outcome_code(status: Any) -> int:
+    """0 succeeded; 75 stopped for preemption with a checkpoint saved (run it again to resume); 3 cancelled;
+    1 failed, or ended in a state this launcher does not know."""
+    state = status.state.value
+    if state == "SUCCEEDED":
+        return 0
+    if state == "CANCELLED":
+        return EXIT_CANCELLED
+    if status.exit_code == EXIT_PREEMPTED:
+        return EXIT_PREEMPTED
+    return EXIT_FAILED
 
 
 def _print_next_steps(console: Any, job: str) -> None:
@@ -275,7 +298,8 @@ def validate(spec_path: str | None, overrides: tuple[str, ...], check_data: bool
         click.echo(json.dumps({"spec": spec.to_json(), "data": report.to_json() if report else None}, indent=2))
     else:
         console = _console()
-        console.print(f"[green]ok[/] {path}: {spec.task.value} with {spec.technique.value} on {spec.model}")
+        console.print(f"[green]ok[/] {_escape(str(path))}: {spec.task.value} with {spec.technique.value} on "
+                      f"{_escape(spec.model)}")
         if report is not None:
             preflight.print_report(console, report)
     if report is not None and not report.ok:
@@ -349,16 +373,24 @@ def techniques(task: str | None, as_json: bool) -> None:
 # ---------------------------------------------------------------- jobs
 
 def _job(job_id: str | None) -> tuple[Any, Any]:
-    from ftlaunch import jobs
+    """The record and backend of JOB_ID (an id or a unique prefix), or of the latest job when none is given.
+    An empty id (an unset $JOB) is refused, never taken as "the latest"."""
+    from ftlaunch import backends, jobs
 
     store = jobs.JobStore()
     try:
-        record = store.get(job_id) if job_id else store.latest()
+        record = store.get(_job_id(job_id)) if job_id is not None else store.latest()
     finally:
         store.close()
-    from ftlaunch import backends
-
     return record, backends.get(record.backend)
+
+
+def _job_id(job_id: str) -> str:
+    if not job_id.strip():
+        raise errors.UserError("the job id is empty (an unset shell variable?); refusing to guess which job.",
+                               hint="pass a job id or a prefix of one (`ftlaunch ls` lists them), or leave the "
+                                    "argument out to use the latest job")
+    return job_id
 
 
 @main_group.command()
@@ -393,30 +425,60 @@ def logs(job_id: str | None, follow: bool) -> None:
 
 
 @main_group.command()
-@click.argument("job_id")
-def cancel(job_id: str) -> None:
-    """Stop a job (nothing happens if it has already ended)."""
-    record, backend = _job(job_id)
+@click.argument("job_id", required=False)
+def cancel(job_id: str | None) -> None:
+    """Stop a job (default: the latest running one); nothing happens if it has already ended."""
+    if job_id is None:
+        record, backend = _latest_running()
+        _console().print(f"cancelling the latest running job, {record.id}")
+    else:
+        record, backend = _job(job_id)
     backend.cancel(record.handle)
     current = _refresh(backend, record.handle)
     _console().print(f"{record.id}: {current.state.value}")
 
 
+def _latest_running(scan: int = 20) -> tuple[Any, Any]:
+    """The newest recorded job that its backend still reports as pending or running (of the last `scan`
+    not recorded as ended); UserError when there is none."""
+    from ftlaunch import backends, jobs
+
+    store = jobs.JobStore()
+    try:
+        candidates = [r for r in store.list(200) if r.state in ("PENDING", "RUNNING")][:scan]
+    finally:
+        store.close()
+    for record in candidates:
+        backend = backends.get(record.backend)
+        if not _refresh(backend, record.handle).state.done:
+            return record, backend
+    raise errors.UserError("no running job to cancel.", hint="`ftlaunch ls` lists jobs; pass a job id to cancel one")
+
+
 @main_group.command()
 @click.argument("job_id", required=False)
-@click.option("--dest", type=click.Path(file_okay=False), help="Folder to put the outputs in "
-              "(default: ./ftlaunch-outputs/JOB).")
+@click.option("--dest", type=click.Path(file_okay=False), help="Folder to put the outputs in: a new or empty "
+              "one, or one an earlier fetch wrote (default: ./ftlaunch-outputs/JOB).")
 def fetch(job_id: str | None, dest: str | None) -> None:
     """Pull a job's outputs here and verify every file against manifest.json."""
     record, backend = _job(job_id)
-    target = Path(dest) if dest else Path("ftlaunch-outputs") / record.id
-    target.parent.mkdir(parents=True, exist_ok=True)
-    folder = backend.fetch(record.handle, target)
+    target = Path(dest) if dest is not None else Path("ftlaunch-outputs") / record.id
+    if dest is not None and not dest.strip():
+        raise errors.UserError("--dest is empty.", hint="pass --dest with a new or empty folder, or leave it out")
     from ftlaunch import manifest
+    from ftlaunch.backends import base
 
+    base.fetched_before(target)  # refuses a folder holding the user's files before anything is downloaded
+    folder = backend.fetch(record.handle, target)
     data = manifest.verify(folder)
-    _console().print(f"[green]fetched[/] {record.id} into {folder}: {len(data['files'])} files verified "
-                     f"against manifest.json")
+    console = _console()
+    console.print(f"[green]fetched[/] {record.id} into {_escape(str(folder))}: {len(data['files'])} files "
+                  f"verified against manifest.json")
+    extra = base.unlisted(folder, data)
+    if extra:
+        shown = ", ".join(extra[:10]) + (f" and {len(extra) - 10} more" if len(extra) > 10 else "")
+        console.print(f"[yellow]warning[/]: {len(extra)} file(s) not listed in manifest.json, so not verified: "
+                      f"{_escape(shown)}")
 
 
 @main_group.command(name="ls")

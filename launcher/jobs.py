@@ -124,13 +124,17 @@ class JobStore:
             self._db.execute(f"UPDATE jobs SET {sets} WHERE id = :id", {**fields, "id": job_id})
 
     def get(self, job_id: str) -> JobRecord:
-        """The job with this id, or the only job whose id starts with it; UserError otherwise."""
+        """The job with this id, or the only job whose id starts with it; UserError otherwise (an empty id
+        included: it would match every job)."""
+        if not job_id.strip():
+            raise errors.UserError("the job id is empty.", hint="pass a job id or a prefix of one (`ftlaunch ls`)")
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             rows = self._db.execute("SELECT * FROM jobs WHERE id LIKE ? ESCAPE '\\' ORDER BY created_at DESC",
                                     (_like_prefix(job_id),)).fetchall()
             if len(rows) > 1:
-                raise errors.UserError(f"'{job_id}' matches {len(rows)} jobs.",
+                shown = ", ".join(r["id"] for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
+                raise errors.UserError(f"'{job_id}' matches {len(rows)} jobs: {shown}.",
                                        hint="give more of the id; `ftlaunch ls` lists them")
             row = rows[0] if rows else None
         if row is None:

@@ -109,6 +109,11 @@ def _optimize(spec: Spec) -> str:
 def _local(spec: Spec, name: str, calibrate: bool = False) -> Plan:
     job_dir = jobs.home() / "jobs" / name
     output_uri = str(Path(spec.output.path) / name if spec.output.path else job_dir / "outputs")
+    if spec.output.path and _within(Path(spec.output.path), jobs.home() / "jobs"):
+        raise errors.UserError(f"output.path {spec.output.path} is inside ftlaunch's job records "
+                               f"({jobs.home() / 'jobs'}), where each job keeps its log and checkpoints.",
+                               hint="set output.path to a folder outside it, or leave it out (outputs then go "
+                                    "to the job's own folder there)")
     estimate = _local_estimate(spec, calibrate)
     peak = estimate["memory"]["peak_gb"] if estimate else None
     have = estimate["local_gpus"] if estimate else _calibrate().local_gpus()
@@ -134,6 +139,11 @@ def _local(spec: Spec, name: str, calibrate: bool = False) -> Plan:
                 image=runtime.get("image"), max_runtime_s=spec.resources.max_runtime,
                 why=why, estimate=estimate,
                 context={"python": sys.executable, "job_dir": str(job_dir), **runtime})
+
+
+def _within(path: Path, folder: Path) -> bool:
+    path, folder = path.expanduser().resolve(), folder.expanduser().resolve()
+    return path == folder or folder in path.parents
 
 
 def _calibrate() -> Any:

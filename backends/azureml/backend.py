@@ -244,7 +244,7 @@ class AzureMLBackend(Backend):
             except Exception as exc:  # noqa: BLE001
                 raise _user_error(exc, f"cannot download {handle.output_uri}") from None
 
-        return base.fetch_verified(dest, download)
+        return base.fetch_verified(dest, download, job=handle.job_name)
 
     # ------------------------------------------------------------------ clients
 

@@ -2,7 +2,8 @@
 
 In the process runtime the supervisor (`supervise.py`) starts the trainer in its own process group,
 copies its output to the job's log file, and writes exit.json when it ends, so any later shell can tell
-how the job finished.
+how the job finished. The trainer dies with its supervisor; while any process of the group lives the job
+is RUNNING, and `cancel` stops the whole group. The trainer's environment is an allow-list (render.py).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ftlaunch import errors, manifest
+from ftlaunch.backends import base
 from ftlaunch.backends.base import Backend, Capability, JobHandle, JobRequest, JobStatus, State
 from ftlaunch.backends.local import docker as _docker
 from ftlaunch.backends.local import render as _render
+from ftlaunch.backends.local import supervise as _supervise
 
 CANCEL_GRACE_S = 20.0
 
@@ -46,15 +49,15 @@ class LocalBackend(Backend):
         job_dir = Path(p["job_dir"])
         if (job_dir / "supervisor.json").exists():  # same job name submitted again: it already runs
             return self._handle(request)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        Path(p["env"]["FTLAUNCH_OUTPUT_DIR"]).mkdir(parents=True, exist_ok=True)
-        manifest.atomic_write_text(Path(p["spec_file"]), json.dumps(p["spec"], indent=2))
-        env = {**os.environ, **p["env"]}
         # secret values come from the launcher's environment at this moment and go only to the child
         missing = [name for name in request.secrets if name not in os.environ]
         if missing:
             raise errors.UserError(f"the spec lists secrets that are not set here: {', '.join(missing)}.",
                                    hint=f"export {missing[0]}=... before launching, or remove it from secrets")
+        job_dir.mkdir(parents=True, exist_ok=True)
+        Path(p["env"]["FTLAUNCH_OUTPUT_DIR"]).mkdir(parents=True, exist_ok=True)
+        manifest.atomic_write_text(Path(p["spec_file"]), json.dumps(p["spec"], indent=2))
+        env = _render.trainer_env(os.environ, p["env"], request.secrets)
         argv = [sys.executable, "-m", "ftlaunch.backends.local.supervise", "--job-dir", str(job_dir)]
         if p.get("max_runtime_s"):
             argv += ["--max-runtime", str(p["max_runtime_s"])]
@@ -63,7 +66,7 @@ class LocalBackend(Backend):
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     env=env, start_new_session=True, close_fds=True)
         manifest.atomic_write_text(job_dir / "supervisor.json",
-                                   json.dumps({"pid": proc.pid, "start_ticks": _start_ticks(proc.pid)}))
+                                   json.dumps({"pid": proc.pid, "start_ticks": _supervise.start_ticks(proc.pid)}))
         return self._handle(request)
 
     def _handle(self, request: JobRequest) -> JobHandle:
@@ -76,23 +79,32 @@ class LocalBackend(Backend):
         if handle.extra.get("runtime") == "docker":
             return _docker.status(handle)
         job_dir = Path(handle.provider_id)
-        exit_file = job_dir / "exit.json"
-        if exit_file.exists():
-            data = json.loads(exit_file.read_text())
+        log = Path(handle.extra["log_file"])
+        cancelled = (job_dir / "cancelled").exists()
+        data = _read_json(job_dir / "exit.json")
+        if data is not None:
             code = data["exit_code"]
-            if (job_dir / "cancelled").exists():
+            if cancelled:
                 return JobStatus(State.CANCELLED, "cancelled by ftlaunch cancel", exit_code=code)
             if code == 0:
                 return JobStatus(State.SUCCEEDED, exit_code=0)
-            return JobStatus(State.FAILED, data.get("reason") or _last_error(Path(handle.extra["log_file"])),
-                             exit_code=code)
+            return JobStatus(State.FAILED, _with_last_line(data.get("reason"), log), exit_code=code)
         sup = _read_json(job_dir / "supervisor.json")
         if sup is None:
             return JobStatus(State.PENDING, "not started yet")
         if _alive(sup["pid"], sup.get("start_ticks")):
             return JobStatus(State.RUNNING)
-        return JobStatus(State.FAILED, "the job's supervisor process ended without recording an exit code "
-                         "(the machine restarted or it was killed)")
+        if _trainer_alive(job_dir) or _group_alive(sup["pid"]):  # never FAILED while the trainer still runs
+            return JobStatus(State.RUNNING, "its supervisor died; the trainer is stopping (`ftlaunch cancel` "
+                                            "stops it now)")
+        if (job_dir / "exit.json").exists():  # it ended, and recorded how, since the first look
+            return self.status(handle)
+        if cancelled:
+            return JobStatus(State.CANCELLED, "cancelled by ftlaunch cancel")
+        return JobStatus(State.FAILED, _with_last_line(
+            "the job's supervisor ended without recording how the trainer ended (it was killed, or the machine "
+            "restarted); the trainer was stopped with it: run the job again to resume from its last checkpoint",
+            log))
 
     def logs(self, handle: JobHandle, follow: bool = False) -> Iterator[str]:
         if handle.extra.get("runtime") == "docker":
@@ -120,15 +132,23 @@ class LocalBackend(Backend):
             return _docker.cancel(handle, grace_s=int(self.grace_s))
         job_dir = Path(handle.provider_id)
         sup = _read_json(job_dir / "supervisor.json")
-        if sup is None or (job_dir / "exit.json").exists() or not _alive(sup["pid"], sup.get("start_ticks")):
+        if sup is None or (job_dir / "exit.json").exists():
+            return
+        # the supervisor leads the job's process group; the trainer stays in it even if the supervisor died
+        pgid = sup["pid"]
+        running = lambda: _alive(pgid, sup.get("start_ticks")) or _trainer_alive(job_dir)  # noqa: E731
+        if not running() and not _group_alive(pgid):
             return
         (job_dir / "cancelled").touch()
-        pgid = sup["pid"]
         _signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + self.grace_s
+        reaped_by = None
         while time.monotonic() < deadline:
-            if not _alive(sup["pid"], sup.get("start_ticks")) and not _group_alive(pgid):
-                return
+            if not running() and not _group_alive(pgid):
+                # only zombies left: give their parents (init, for a launch from the CLI) a moment to reap them
+                reaped_by = reaped_by or time.monotonic() + 2.0
+                if not _group_exists(pgid) or time.monotonic() > reaped_by:
+                    return
             time.sleep(0.1)
         _signal_group(pgid, signal.SIGKILL)
 
@@ -139,32 +159,21 @@ class LocalBackend(Backend):
             state = self.status(handle)
             raise errors.UserError(f"job {handle.job_name} has no complete outputs yet ({state.state.value}).",
                                    hint="wait for it to succeed (`ftlaunch status`), then fetch again")
-        dest = Path(dest)
-        if dest.resolve() != source.resolve():
-            staging = dest.with_name(f".{dest.name}.partial")
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(source, staging)
-            manifest.verify(staging)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(staging, dest)
-        manifest.verify(dest)
-        return dest
+        dest = Path(os.path.abspath(Path(dest).expanduser()))
+        if dest.resolve() == source.resolve():
+            manifest.verify(dest)
+            return dest
+        if source.resolve() in dest.resolve().parents:
+            raise errors.UserError(f"--dest {dest} is inside the job's own outputs ({source}).",
+                                   hint="pass --dest with a folder outside it")
+        return base.fetch_verified(dest, lambda staging: shutil.copytree(source, staging, dirs_exist_ok=True,
+                                                                         symlinks=True), job=handle.job_name)
 
 
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), to survive pid reuse."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
         return None
 
 
@@ -178,7 +187,7 @@ def _alive(pid: int, start_ticks: int | None) -> bool:
     state = _proc_state(pid)
     if state == "Z":
         return False
-    return start_ticks is None or _start_ticks(pid) in (None, start_ticks)
+    return start_ticks is None or _supervise.start_ticks(pid) in (None, start_ticks)
 
 
 def _proc_state(pid: int) -> str | None:
@@ -188,12 +197,28 @@ def _proc_state(pid: int) -> str | None:
         return None
 
 
-def _group_alive(pgid: int) -> bool:
+def _group_exists(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
         return True
     except (ProcessLookupError, PermissionError):
         return False
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (zombies waiting for their parent do not count)."""
+    if not _group_exists(pgid):
+        return False
+    if not Path("/proc/self/stat").exists():
+        return True
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = path.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # it ended meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -203,12 +228,36 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def _last_error(log: Path, lines: int = 3) -> str:
+def _trainer_alive(job_dir: Path) -> bool:
+    trainer = _read_json(job_dir / "trainer.json")
+    return trainer is not None and _alive(trainer["pid"], trainer.get("start_ticks"))
+
+
+def _with_last_line(reason: str | None, log: Path) -> str:
+    """The recorded reason (a signal, max_runtime) and the last useful line the trainer printed."""
+    line = _last_useful_line(log)
+    if reason and line:
+        return f"{reason}; last output: {line}"
+    return reason or line or "exited with an error and printed nothing"
+
+
+SKIPPED_LINES = ("Traceback (most recent call last)", "Current thread", "Thread 0x", "Extension modules:",
+                 "Stack (most recent call first)")
+
+
+def _last_useful_line(log: Path) -> str | None:
+    """The trainer's last line that says something (an error message, not a traceback frame or a blank)
+    with up to two indented lines after it; the last line of any kind otherwise."""
     try:
-        tail = [l for l in log.read_text(errors="replace").splitlines() if l.strip()][-lines:]
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 64_000))
+            lines = [l.rstrip() for l in f.read().decode("utf-8", "replace").splitlines() if l.strip()]
     except FileNotFoundError:
-        return "no log"
-    return " | ".join(tail) or "exited with an error and printed nothing"
+        return None
+    for i in range(len(lines) - 1, -1, -1):
+        if not lines[i][:1].isspace() and not lines[i].startswith(SKIPPED_LINES):
+            return " | ".join(l.strip() for l in lines[i:i + 3])[:500]  # with the lines that detail it
+    return lines[-1].strip()[-500:] if lines else None
 
 
 BACKEND = LocalBackend

@@ -220,7 +220,7 @@ class SageMakerBackend(Backend):
             with tarfile.open(fileobj=buffer, mode="r:gz") as tar:
                 tar.extractall(staging, filter="data")
 
-        return base.fetch_verified(dest, unpack)
+        return base.fetch_verified(dest, unpack, job=handle.job_name)
 
     # ------------------------------------------------------------------ clients
 

@@ -174,7 +174,8 @@ class SkyPilotBackend(Backend):
         state = self.status(handle)
         if state.state is not State.SUCCEEDED:
             raise base.no_outputs_yet(handle, state)
-        return base.fetch_verified(dest, lambda staging: self.download(handle.output_uri, staging))
+        return base.fetch_verified(dest, lambda staging: self.download(handle.output_uri, staging),
+                                   job=handle.job_name)
 
     def download(self, uri: str, folder: Path) -> None:
         """Copies every object under a bucket folder (s3:// or gs://) into `folder`."""

@@ -215,7 +215,7 @@ class VertexBackend(Backend):
             except Exception as exc:  # noqa: BLE001
                 raise _user_error(exc, f"cannot download {handle.output_uri}") from None
 
-        return base.fetch_verified(dest, download)
+        return base.fetch_verified(dest, download, job=handle.job_name)
 
     # ------------------------------------------------------------------ clients
 
