@@ -265,7 +265,7 @@ def gather(runner: Runner) -> list[dict[str, Any]]:
             row["trainable_params"] = s.get("trainable_params")
             row["total_params"] = s.get("total_params")
             row["trainable_percent"] = s.get("trainable_percent")
-            row["peak_memory_gb"] = s["peak_memory_bytes"] / 2**30 if s.get("peak_memory_bytes") else None
+            row["peak_memory_gb"] = s["peak_memory_bytes"] / 1e9 if s.get("peak_memory_bytes") else None
             row["train_runtime_s"] = s.get("train_runtime_s")
             row["wall_time_s"] = s.get("wall_time_s")
             tokens, runtime = s.get("tokens_seen"), s.get("train_runtime_s")

@@ -146,7 +146,7 @@ def prepare(spec_path: str, options: dict[str, Any]) -> Prepared:
     from ftlaunch import backends, build_cli, plan as plan_mod, spec as spec_mod
 
     spec = spec_mod.load(spec_path, option_overrides(options))
-    plan = plan_mod.make(spec)
+    plan = plan_mod.make(spec, calibrate=not options.get("dry_run"))  # a real local run measures this machine once
     build_cli.choose_image(plan, options.get("image"))
     backend = backends.get(plan.cloud)
     backend.check_supported(needs(plan))
@@ -155,17 +155,10 @@ def prepare(spec_path: str, options: dict[str, Any]) -> Prepared:
 
 
 def needs(plan: Any) -> set:
-    from ftlaunch.backends.base import Capability
+    """What the chosen target must support; the planner already dropped targets that would refuse it."""
+    from ftlaunch import plan as plan_mod
 
-    r = plan.spec.resources
-    out = set()
-    if r.nodes > 1:
-        out.add(Capability.MULTI_NODE)
-    if r.spot:
-        out.add(Capability.SPOT)
-    if r.region:
-        out.add(Capability.REGION)
-    return out
+    return plan_mod.needs(plan.spec)
 
 
 def show_dry_run(prepared: Prepared, as_json: bool) -> None:

@@ -265,6 +265,7 @@ class Resources(_Strict):
                 raise ValueError(f"gpu '{self.gpu}': the count after ':' must be a whole number from 1 to 64")
             object.__setattr__(self, "gpu", name)
             object.__setattr__(self, "gpus", int(count))
+            self.model_fields_set.add("gpus")  # 'a100:1' states the count: the planner keeps it (plan.gpus_explicit)
         return self
 
 

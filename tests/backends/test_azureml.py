@@ -70,7 +70,7 @@ def test_render_matches_golden_and_azure_ml_job_schema(golden, overrides):
         assert request.secrets == ["HF_TOKEN"]
     else:
         assert job.compute == "unset-ftlaunch-azure-compute" and job.distribution is None
-        assert "limits" not in p
+        assert p["limits"]["timeout"] == 3600  # the planner's default max runtime, at least 1 h (issue 14)
 
 
 @pytest.mark.parametrize("provider, ours", [

@@ -60,7 +60,8 @@ def test_render_matches_golden(golden, overrides):
         assert res["infra"] == "aws/us-east-1" and "--nproc_per_node" in p["run"]
     else:
         assert res["accelerators"] == "A100:1" and res["infra"] == "gcp/us-central1"
-        assert p["run"] == "exec python -m ftlaunch.containers.trainer\n"
+        # the planner's default max runtime (2 x the estimate's high end, at least 1 h; issue 14) bounds the run
+        assert p["run"] == "exec timeout --kill-after=120 3600 python -m ftlaunch.containers.trainer\n"
 
 
 @pytest.mark.slow
