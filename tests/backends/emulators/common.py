@@ -173,7 +173,7 @@ class Container:
                                    check=False)
         if found.returncode == 0:
             image_id, _, user = found.stdout.strip().partition(" ")
-            self.ran = {"image": self.image, "image_id": image_id, "user": user or "(image default)"}
+            self.ran = {"image": self.image, "image_id": image_id, "user": user or "root"}  # "" is docker's root
         self.engine.docker("rm", "-f", self.name, check=False)
 
     def stop(self, grace: int = 10) -> None:
