@@ -1,6 +1,10 @@
 """A private Docker engine and registry for tests: dockerd on its own socket (no bridge, no iptables),
 a Debian base image made with mmdebstrap (cached between runs), and Debian's docker-registry on 127.0.0.1.
 
+The fixtures (imported by tests/conftest.py, so a session has one of each): dockerd, job_base, wheelhouse,
+docker_env, local_registry, and job_image, the ONE job image build of the session, pushed to the registry,
+that the emulators' end-to-end tests run.
+
 Recipe: ../shared/docker/README.md. Packages come from .ci/docker-setup.sh. What cannot start makes the
 tests that need it skip with the reason; nothing here stops a process it did not start, and dockerd is
 stopped by its pid.
@@ -294,7 +298,8 @@ def _free_port() -> int:
 
 
 # ---------------------------------------------------------------------------- pytest fixtures
-# Test modules import these by name (`from docker_engine import docker_env  # noqa: F401`).
+# tests/conftest.py imports these, so every module shares one session instance of each (a module that
+# imported them itself would get its own dockerd and build).
 
 @pytest.fixture(scope="session")
 def dockerd():
