@@ -11,6 +11,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import tiny  # noqa: E402
+# the Docker fixtures live here so that a session has one dockerd, one registry and one job image build
+from docker_engine import (dockerd, docker_env, job_base, job_image, local_registry,  # noqa: E402,F401
+                           wheelhouse)
 
 REPO = Path(__file__).resolve().parents[1]
 

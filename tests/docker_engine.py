@@ -1,6 +1,10 @@
 """A private Docker engine and registry for tests: dockerd on its own socket (no bridge, no iptables),
 a Debian base image made with mmdebstrap (cached between runs), and Debian's docker-registry on 127.0.0.1.
 
+The fixtures (imported by tests/conftest.py, so a session has one of each): dockerd, job_base, wheelhouse,
+docker_env, local_registry, and job_image, the ONE job image build of the session, pushed to the registry,
+that the emulators' end-to-end tests run.
+
 Recipe: ../shared/docker/README.md. Packages come from .ci/docker-setup.sh. What cannot start makes the
 tests that need it skip with the reason; nothing here stops a process it did not start, and dockerd is
 stopped by its pid.
@@ -294,7 +298,8 @@ def _free_port() -> int:
 
 
 # ---------------------------------------------------------------------------- pytest fixtures
-# Test modules import these by name (`from docker_engine import docker_env  # noqa: F401`).
+# tests/conftest.py imports these, so every module shares one session instance of each (a module that
+# imported them itself would get its own dockerd and build).
 
 @pytest.fixture(scope="session")
 def dockerd():
@@ -342,6 +347,38 @@ def local_registry():
         pytest.skip(f"no local registry could start here: {exc}")
     yield registry
     registry.stop()
+
+
+@dataclasses.dataclass
+class JobImage:
+    """The session's one job image, pushed to the local registry: its reference there, the registry's
+    address (what the clouds' FTLAUNCH_*_REGISTRY settings name in tests), and the environment an `ftlaunch`
+    subprocess needs to find it (docker_env)."""
+
+    ref: str
+    registry: str
+    env: dict[str, str]
+    image_id: str
+
+
+@pytest.fixture(scope="session")
+def job_image(dockerd, docker_env, local_registry, tmp_path_factory) -> JobImage:
+    """ONE job image build for the whole session: `ftlaunch build --registry 127.0.0.1:PORT` from the stand-in
+    base with the wheelhouse, as a launch would build it; every image-based test shares it, and a launch in
+    a test finds its content tag in the registry and builds nothing."""
+    env = {**os.environ, **docker_env, "FTLAUNCH_HOME": str(tmp_path_factory.mktemp("job-image-home"))}
+    proc = subprocess.run([sys.executable, "-m", "ftlaunch", "build", "--cloud", "skypilot", "--registry",
+                           local_registry.address, "--json", "--quiet"], env=env, capture_output=True, text=True,
+                          timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ftlaunch build exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    import json
+
+    result = json.loads(proc.stdout)
+    ref = result["image"]
+    assert ref.startswith(local_registry.address + "/"), ref
+    image_id = dockerd.docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+    return JobImage(ref=ref, registry=local_registry.address, env=dict(docker_env), image_id=image_id)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ import subprocess
 import sys
 import time
 
+# Host-process emulator runs ignore the image: naming one makes a launch use it as given (nothing built or pushed).
+HOST_IMAGE = ("--image", "127.0.0.1:9/ftlaunch-trainer:host-process")
+
 
 def ftlaunch(env: dict[str, str], *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "ftlaunch", *args], capture_output=True, text=True,

@@ -4,6 +4,9 @@ runs the real trainer under Azure ML's contract (input and output folders substi
 AZUREML_* variables, user_logs/std_log.txt).
 
 Rendered jobs are pinned by golden files and parsed by azure.ai.ml.load_job against Azure ML's job schema.
+In the image: test_launch_runs_the_image_from_the_registry (the session's job image, pulled from the
+127.0.0.1 registry and run as Azure ML runs a command job). On the host, for speed, with `--image` naming a
+prebuilt reference so the launch builds nothing: the other launch, failure, cancel and retry tests.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 from pathlib import Path
 
 import golden_files
-from cli_run import ftlaunch, wait_for
+from cli_run import HOST_IMAGE, ftlaunch, wait_for
 import pytest
 import yaml
 
@@ -144,7 +147,8 @@ def cli_env(azureml, ftlaunch_home) -> dict[str, str]:
 @pytest.mark.slow
 def test_launch_runs_trainer_then_status_logs_fetch(azureml, tiny_spec, tmp_path, ftlaunch_home):
     env = cli_env(azureml, ftlaunch_home)
-    submitted = json.loads(ftlaunch(env, "--cloud", "azureml", "--detach", "--json", str(tiny_spec)).stdout)
+    submitted = json.loads(ftlaunch(env, "--cloud", "azureml", "--detach", "--json", *HOST_IMAGE,
+                                    str(tiny_spec)).stdout)
     job = submitted["job"]
     assert submitted["provider_id"] == job
     assert submitted["output"] == f"azureml://datastores/workspaceblobstore/paths/ftlaunch/jobs/{job}/outputs/"
@@ -165,11 +169,35 @@ def test_launch_runs_trainer_then_status_logs_fetch(azureml, tiny_spec, tmp_path
 
 
 @pytest.mark.slow
+def test_launch_runs_the_image_from_the_registry(azureml, job_image, dockerd, tiny_spec, tmp_path, ftlaunch_home):
+    """launch -> the image is found in the registry -> the emulator pulls and runs the environment's image
+    with inputs and outputs mounted -> outputs in the datastore -> SUCCEEDED -> fetch verifies; a relaunch
+    builds and pushes nothing."""
+    env = {**cli_env(azureml, ftlaunch_home), **job_image.env, "FTLAUNCH_ACR_REGISTRY": job_image.registry}
+    azureml.engine = dockerd
+    try:
+        job = json.loads(ftlaunch(env, "--cloud", "azureml", "--detach", "--json", str(tiny_spec)).stdout)["job"]
+        status = wait_for(env, job, {"SUCCEEDED", "FAILED"}, timeout=600)
+    finally:
+        azureml.engine = None
+    assert status["state"] == "SUCCEEDED", (status, ftlaunch(env, "logs", job).stdout)
+    ran = azureml.ran[job]
+    assert ran["image"] == job_image.ref and ran["image_id"] == job_image.image_id, ran
+    assert ran["user"] in ("root", "0", "0:0"), ran  # no --user: the image's default user
+    dest = tmp_path / "fetched"
+    assert "verified" in ftlaunch(env, "fetch", job, "--dest", str(dest)).stdout
+    assert json.loads((dest / "summary.json").read_text())["steps"] == 6
+    again = ftlaunch(env, "--cloud", "azureml", "--detach", str(tiny_spec))
+    assert "nothing built" in again.stderr and "pushed" not in again.stderr, again.stderr
+
+
+@pytest.mark.slow
 def test_failed_job_maps_to_failed_with_the_error_message(azureml, tiny_spec, tmp_path, ftlaunch_home):
     env = cli_env(azureml, ftlaunch_home)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    job = json.loads(ftlaunch(env, "--cloud", "azureml", "--detach", "--json", "--set", f"dataset.path={empty}",
+    job = json.loads(ftlaunch(env, "--cloud", "azureml", "--detach", "--json", *HOST_IMAGE, "--set",
+                              f"dataset.path={empty}",
                               str(tiny_spec)).stdout)["job"]
     status = wait_for(env, job, {"SUCCEEDED", "FAILED"})
     assert status["state"] == "FAILED"
@@ -181,7 +209,7 @@ def test_failed_job_maps_to_failed_with_the_error_message(azureml, tiny_spec, tm
 @pytest.mark.slow
 def test_cancel_stops_the_job(azureml, tiny_spec, ftlaunch_home):
     env = cli_env(azureml, ftlaunch_home)
-    job = json.loads(ftlaunch(env, "--cloud", "azureml", "--detach", "--json", "--set",
+    job = json.loads(ftlaunch(env, "--cloud", "azureml", "--detach", "--json", *HOST_IMAGE, "--set",
                               "hyperparameters.max_steps=100000", str(tiny_spec)).stdout)["job"]
     wait_for(env, job, {"RUNNING"})
     ftlaunch(env, "cancel", job)

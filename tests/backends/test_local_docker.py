@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from docker_engine import dockerd, docker_env, job_base, wheelhouse  # noqa: F401 (fixtures)
 from ftlaunch import jobs, plan, spec
 from ftlaunch.backends.local import docker as local_docker
 from ftlaunch.backends.local import render

@@ -2,6 +2,9 @@
 emulator side running the real trainer under SageMaker's /opt/ml contract (emulators/sagemaker.py).
 
 Rendered requests are pinned by golden files and validated against botocore's SageMaker service model.
+In the image: test_launch_runs_the_image_from_the_registry (the job image built once per session, pushed to
+the 127.0.0.1 registry, pulled and run by the emulator as SageMaker runs it). On the host, for speed, with
+`--image` naming a prebuilt reference so the launch builds nothing: the failure, cancel and retry tests.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import time
 from pathlib import Path
 
 import golden_files
-from cli_run import ftlaunch, wait_for
+from cli_run import HOST_IMAGE, ftlaunch, wait_for
 import pytest
 
 from ftlaunch import errors
@@ -102,7 +105,8 @@ def cli_env(sagemaker, ftlaunch_home) -> dict[str, str]:
 @pytest.mark.slow
 def test_launch_runs_trainer_then_status_logs_fetch(sagemaker, tiny_spec, tmp_path, ftlaunch_home):
     env = cli_env(sagemaker, ftlaunch_home)
-    submitted = json.loads(ftlaunch(env, "--cloud", "sagemaker", "--detach", "--json", str(tiny_spec)).stdout)
+    submitted = json.loads(ftlaunch(env, "--cloud", "sagemaker", "--detach", "--json", *HOST_IMAGE,
+                                    str(tiny_spec)).stdout)
     job = submitted["job"]
     assert submitted["provider_id"].endswith(f"training-job/{job}")
     status = wait_for(env, job, {"SUCCEEDED", "FAILED"})
@@ -127,11 +131,40 @@ def test_launch_runs_trainer_then_status_logs_fetch(sagemaker, tiny_spec, tmp_pa
 
 
 @pytest.mark.slow
+def test_launch_runs_the_image_from_the_registry(sagemaker, job_image, dockerd, tiny_spec, tmp_path, ftlaunch_home):
+    """launch -> the image is found in the registry -> the emulator pulls and runs it as SageMaker does ->
+    model.tar.gz in S3 -> SUCCEEDED -> fetch verifies; a relaunch builds and pushes nothing."""
+    env = {**cli_env(sagemaker, ftlaunch_home), **job_image.env, "FTLAUNCH_ECR_REGISTRY": job_image.registry}
+    sagemaker.engine = dockerd
+    try:
+        launched = ftlaunch(env, "--cloud", "sagemaker", "--detach", "--json", str(tiny_spec))
+        job = json.loads(launched.stdout)["job"]
+        status = wait_for(env, job, {"SUCCEEDED", "FAILED"}, timeout=600)
+    finally:
+        sagemaker.engine = None
+    log = ftlaunch(env, "logs", job).stdout
+    assert status["state"] == "SUCCEEDED", (status, log)
+    created = [r.json() for r, _ in sagemaker.proxy.calls("CreateTrainingJob")
+               if r.json()["TrainingJobName"] == job][-1]
+    assert created["AlgorithmSpecification"]["TrainingImage"] == job_image.ref
+    ran = sagemaker.ran[job]
+    assert ran["image"] == job_image.ref and ran["image_id"] == job_image.image_id, ran
+    assert ran["user"] in ("root", "0", "0:0"), ran  # no --user: the image's default, root, as SageMaker runs it
+    dest = tmp_path / "fetched"
+    assert "verified" in ftlaunch(env, "fetch", job, "--dest", str(dest)).stdout
+    assert json.loads((dest / "summary.json").read_text())["steps"] == 6
+    # a relaunch with nothing changed: the tag is in the registry, nothing is built or pushed
+    again = ftlaunch(env, "--cloud", "sagemaker", "--detach", str(tiny_spec))
+    assert "nothing built" in again.stderr and "pushed" not in again.stderr, again.stderr
+
+
+@pytest.mark.slow
 def test_failed_job_maps_to_failed_with_the_failure_reason(sagemaker, tiny_spec, tmp_path, ftlaunch_home):
     env = cli_env(sagemaker, ftlaunch_home)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    job = json.loads(ftlaunch(env, "--cloud", "sagemaker", "--detach", "--json", "--set", f"dataset.path={empty}",
+    job = json.loads(ftlaunch(env, "--cloud", "sagemaker", "--detach", "--json", *HOST_IMAGE, "--set",
+                              f"dataset.path={empty}",
                               str(tiny_spec)).stdout)["job"]
     status = wait_for(env, job, {"SUCCEEDED", "FAILED"})
     assert status["state"] == "FAILED"
@@ -144,7 +177,7 @@ def test_failed_job_maps_to_failed_with_the_failure_reason(sagemaker, tiny_spec,
 @pytest.mark.slow
 def test_cancel_stops_the_job(sagemaker, tiny_spec, ftlaunch_home):
     env = cli_env(sagemaker, ftlaunch_home)
-    job = json.loads(ftlaunch(env, "--cloud", "sagemaker", "--detach", "--json", "--set",
+    job = json.loads(ftlaunch(env, "--cloud", "sagemaker", "--detach", "--json", *HOST_IMAGE, "--set",
                               "hyperparameters.max_steps=100000", str(tiny_spec)).stdout)["job"]
     wait_for(env, job, {"RUNNING"})
     ftlaunch(env, "cancel", job)

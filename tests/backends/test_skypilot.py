@@ -5,6 +5,8 @@ the state mapping, secrets by name, and fetch from an output bucket (moto's S3).
 Not here: launching. SkyPilot launches only through its API server onto real VMs over SSH; offline, the
 most it can do is `--dryrun` with its optimizer, which needs moto-backed AWS, a stub `aws` binary and an
 API server start of about 25 s, too slow and heavy for this suite (see docs/clouds.md).
+In the image: test_task_runs_in_its_image_under_skypilots_docker_mode takes the task the CLI renders and
+runs it as SkyPilot's docker mode would (emulators/skypilot.py says what is emulated and what is not).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import textwrap
 from pathlib import Path
 
 import golden_files
+from cli_run import ftlaunch
 import pytest
 
 from ftlaunch import errors
@@ -183,3 +186,47 @@ def test_check_row_names_each_missing_setting_and_is_ready_when_configured(tmp_p
     (tmp_path / ".sky").mkdir()
     configured = {**bare, "FTLAUNCH_SKYPILOT_BUCKET": "s3://b", "FTLAUNCH_SKYPILOT_IMAGE": "ghcr.io/me/t:1"}
     assert next(r for r in check.gather(configured) if r["backend"] == "skypilot")["ready"]
+
+
+@pytest.mark.slow
+def test_task_runs_in_its_image_under_skypilots_docker_mode(job_image, dockerd, tiny_spec, tmp_path, ftlaunch_home):
+    """The task `ftlaunch --cloud skypilot` renders names the session's image in the 127.0.0.1 registry;
+    run under SkyPilot's docker-mode rules (its root setup, then setup/run as the image's default user,
+    bucket mounts), the tiny fine-tune writes complete outputs to the bucket; fetch verifies them. Asking
+    again builds and pushes nothing."""
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    from ftlaunch import manifest
+    from ftlaunch.backends.skypilot.backend import SkyPilotBackend
+    from emulators.skypilot import SkyPilotDocker
+
+    env = {**os.environ, **job_image.env, "FTLAUNCH_HOME": str(ftlaunch_home),
+           "FTLAUNCH_SKYPILOT_REGISTRY": job_image.registry, "FTLAUNCH_SKYPILOT_BUCKET": "s3://ftlaunch-sky-test"}
+    shown = json.loads(ftlaunch(env, "--cloud", "skypilot", "--dry-run", "--json", str(tiny_spec)).stdout)
+    task = shown["request"]["payload"]
+    assert task["resources"]["image_id"] == f"docker:{job_image.ref}"
+    assert shown["image"]["in_registry"] is True, shown["image"]
+
+    sky = SkyPilotDocker(dockerd, tmp_path / "sky")
+    run = sky.run_task(task)
+    assert run.code == 0, run.log
+    assert run.ran["image_id"] == job_image.image_id and run.ran["user"] == "root", run.ran
+
+    outputs_uri = shown["request"]["extra"]["outputs"]
+    outputs = sky.bucket_folder(outputs_uri)
+    with moto.mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+        bucket, _, prefix = outputs_uri[5:].partition("/")
+        s3.create_bucket(Bucket=bucket)
+        for path in outputs.rglob("*"):
+            if path.is_file():
+                s3.put_object(Bucket=bucket, Key=f"{prefix}/{path.relative_to(outputs).as_posix()}",
+                              Body=path.read_bytes())
+        SkyPilotBackend(storage={"s3": s3}).download(outputs_uri, tmp_path / "fetched")
+    manifest.verify(tmp_path / "fetched")
+    assert json.loads((tmp_path / "fetched/summary.json").read_text())["steps"] == 6
+
+    again = json.loads(ftlaunch(env, "build", "--cloud", "skypilot", "--json", "--quiet").stdout)
+    assert again["image"] == job_image.ref and not again["built"] and not again["pushed"], again

@@ -3,6 +3,9 @@ against a local custom-jobs server and gcp-storage-emulator; the emulator side r
 under Vertex's contract (AIP_MODEL_DIR, AIP_CHECKPOINT_DIR, CLUSTER_SPEC, /gcs).
 
 Rendered requests are pinned by golden files and parsed by the aiplatform_v1.CustomJob protobuf type.
+In the image: test_launch_runs_the_image_from_the_registry (the session's job image, pulled from the
+127.0.0.1 registry and run as Vertex runs a worker pool). On the host, for speed, with `--image` naming a
+prebuilt reference so the launch builds nothing: the other launch, failure, cancel and retry tests.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 from pathlib import Path
 
 import golden_files
-from cli_run import ftlaunch, wait_for
+from cli_run import HOST_IMAGE, ftlaunch, wait_for
 import pytest
 
 from ftlaunch import errors
@@ -102,7 +105,8 @@ def cli_env(vertex, ftlaunch_home) -> dict[str, str]:
 @pytest.mark.slow
 def test_launch_runs_trainer_then_status_logs_fetch(vertex, tiny_spec, tmp_path, ftlaunch_home):
     env = cli_env(vertex, ftlaunch_home)
-    submitted = json.loads(ftlaunch(env, "--cloud", "vertex", "--detach", "--json", str(tiny_spec)).stdout)
+    submitted = json.loads(ftlaunch(env, "--cloud", "vertex", "--detach", "--json", *HOST_IMAGE,
+                                    str(tiny_spec)).stdout)
     job = submitted["job"]
     assert submitted["provider_id"].startswith("projects/ftlaunch-test/locations/us-central1/customJobs/")
     assert submitted["output"].endswith(f"/jobs/{job}/output/model")
@@ -119,11 +123,38 @@ def test_launch_runs_trainer_then_status_logs_fetch(vertex, tiny_spec, tmp_path,
 
 
 @pytest.mark.slow
+def test_launch_runs_the_image_from_the_registry(vertex, job_image, dockerd, tiny_spec, tmp_path, ftlaunch_home):
+    """launch -> the image is found in the registry -> the emulator pulls and runs it with /gcs mounted ->
+    outputs in GCS -> SUCCEEDED -> fetch verifies; a relaunch builds and pushes nothing."""
+    env = {**cli_env(vertex, ftlaunch_home), **job_image.env, "FTLAUNCH_ARTIFACT_REGISTRY": job_image.registry}
+    vertex.engine = dockerd
+    try:
+        submitted = json.loads(ftlaunch(env, "--cloud", "vertex", "--detach", "--json", str(tiny_spec)).stdout)
+        job = submitted["job"]
+        status = wait_for(env, job, {"SUCCEEDED", "FAILED"}, timeout=600)
+    finally:
+        vertex.engine = None
+    assert status["state"] == "SUCCEEDED", (status, ftlaunch(env, "logs", job).stdout)
+    job_id = submitted["provider_id"].rsplit("/", 1)[-1]
+    spec = vertex.jobs[submitted["provider_id"]]["jobSpec"]
+    assert spec["workerPoolSpecs"][0]["containerSpec"]["imageUri"] == job_image.ref
+    ran = vertex.ran[job_id]
+    assert ran["image"] == job_image.ref and ran["image_id"] == job_image.image_id, ran
+    assert ran["user"] in ("root", "0", "0:0"), ran  # no --user: the image's default user
+    dest = tmp_path / "fetched"
+    assert "verified" in ftlaunch(env, "fetch", job, "--dest", str(dest)).stdout
+    assert json.loads((dest / "summary.json").read_text())["steps"] == 6
+    again = ftlaunch(env, "--cloud", "vertex", "--detach", str(tiny_spec))
+    assert "nothing built" in again.stderr and "pushed" not in again.stderr, again.stderr
+
+
+@pytest.mark.slow
 def test_failed_job_maps_to_failed_with_the_error_message(vertex, tiny_spec, tmp_path, ftlaunch_home):
     env = cli_env(vertex, ftlaunch_home)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    job = json.loads(ftlaunch(env, "--cloud", "vertex", "--detach", "--json", "--set", f"dataset.path={empty}",
+    job = json.loads(ftlaunch(env, "--cloud", "vertex", "--detach", "--json", *HOST_IMAGE, "--set",
+                              f"dataset.path={empty}",
                               str(tiny_spec)).stdout)["job"]
     status = wait_for(env, job, {"SUCCEEDED", "FAILED"})
     assert status["state"] == "FAILED"
@@ -135,7 +166,7 @@ def test_failed_job_maps_to_failed_with_the_error_message(vertex, tiny_spec, tmp
 @pytest.mark.slow
 def test_cancel_stops_the_job(vertex, tiny_spec, ftlaunch_home):
     env = cli_env(vertex, ftlaunch_home)
-    job = json.loads(ftlaunch(env, "--cloud", "vertex", "--detach", "--json", "--set",
+    job = json.loads(ftlaunch(env, "--cloud", "vertex", "--detach", "--json", *HOST_IMAGE, "--set",
                               "hyperparameters.max_steps=100000", str(tiny_spec)).stdout)["job"]
     wait_for(env, job, {"RUNNING"})
     ftlaunch(env, "cancel", job)

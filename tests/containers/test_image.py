@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from docker_engine import dockerd, job_base, local_registry, wheelhouse  # noqa: F401 (fixtures)
 from ftlaunch import errors
 from ftlaunch.containers import base_check
 from ftlaunch.containers import engine as engine_mod

@@ -13,6 +13,14 @@ each output gets a folder, `${{inputs.X}}`/`${{outputs.Y}}` in the command becom
 command runs with the job's environment variables plus AZUREML_RUN_ID and friends, its output is
 written to ExperimentRun/dcid.<job>/user_logs/std_log.txt in the artifact store as it comes, and the
 output folders are uploaded to their datastore paths (rw_mount) when it ends.
+
+In the image (`emulator.engine = <the tests' dockerd>`), as Azure ML runs a command job: the image of the
+job's environment (PUT environments/N/versions/V, its `image`), pulled from the 127.0.0.1 registry, runs
+the command through `/bin/bash -c` with the job's variables plus AZUREML_*, the inputs and outputs
+bind-mounted under /mnt/azureml/cr/j/<job>/cap/data-capability/wd (where the `${{...}}` references point),
+as the image's default user; `ran[job]` records the image and user. Without an engine (the default) the
+command runs here on the host folders: test_azureml's failure, cancel and retry tests use that fast path,
+its end-to-end test the image.
 """
 
 from __future__ import annotations
@@ -57,6 +65,9 @@ class AzureMLEmulator:
         self.jobs: dict[str, dict] = {}
         self.runs: dict[str, dict] = {}  # run history: status, error, times
         self.processes: dict[str, object] = {}
+        self.engine = None  # a docker_engine.Dockerd: jobs run in their environment's image
+        self.ran: dict[str, dict[str, str]] = {}
+        self.environments: dict[str, dict] = {}  # "environments/N/versions/V" -> the PUT body
         self.cancelling: set[str] = set()
         self.threads: list[threading.Thread] = []
         self.lock = threading.Lock()
@@ -181,17 +192,27 @@ class AzureMLEmulator:
             folder = root / "outputs" / key
             folder.mkdir(parents=True)
             places[f"outputs.{key}"] = str(folder)
+        inside = f"/mnt/azureml/cr/j/{name}/cap/data-capability/wd"
+        if self.engine is not None:  # the references name the mounts inside the container
+            places = {k: inside + v[len(str(root)):] for k, v in places.items()}
         command = re.sub(r"\$\{\{\s*([\w.]+)\s*\}\}", lambda m: places[m.group(1)], props["command"])
-        env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "HF_HUB_OFFLINE": "1",
-               **(props.get("environmentVariables") or {}),
+        env = {"HF_HUB_OFFLINE": "1", **(props.get("environmentVariables") or {}),
                "AZUREML_RUN_ID": name, "AZUREML_ARM_WORKSPACE_NAME": WORKSPACE, "AZUREML_CR_NODE_RANK": "0",
                "AZUREML_EXPERIMENT_ID": hashlib.md5(props.get("experimentName", "").encode()).hexdigest()}
         log_name = f"ExperimentRun/dcid.{name}/user_logs/std_log.txt"
         self.runs[name]["logFiles"] = {"user_logs/std_log.txt": f"{self.url}/{ACCOUNT}/azureml/{log_name}?sv=2021&sig=x"}
         self._set(name, "Running", startTimeUtc=_now())
-        proc = common.start_container(shlex.split(command), env, str(root))
+        runner = None
+        if self.engine is not None:
+            image = self.environments[re.search(r"environments/.*$", props["environmentId"]).group(0)]
+            runner = common.Container(self.engine, image["properties"]["image"], ["/bin/bash", "-c", command], env,
+                                      {str(root): inside})
+            proc = runner.start()
+        else:
+            env.update(PATH=os.environ["PATH"], HOME=os.environ.get("HOME", "/root"))
+            proc = common.start_container(shlex.split(command), env, str(root))
         self.processes[name] = proc
-        threading.Thread(target=self._canceller, args=(name, proc), daemon=True).start()
+        threading.Thread(target=self._canceller, args=(name, proc, runner), daemon=True).start()
         log, tail = [], []
         for line in proc.stdout:
             log.append(line)
@@ -199,6 +220,9 @@ class AzureMLEmulator:
             if line.strip():
                 tail = (tail + [line.rstrip("\n")])[-5:]
         code = proc.wait()
+        if runner is not None:
+            runner.finish()
+            self.ran[name] = runner.ran
         for key, spec in (props.get("outputs") or {}).items():
             store, path = re.fullmatch(r"azureml://datastores/([^/]+)/paths/(.*)", spec["uri"]).groups()
             folder = root / "outputs" / key
@@ -216,10 +240,13 @@ class AzureMLEmulator:
             self._set(name, "Failed", endTimeUtc=_now(),
                       error={"error": {"code": "UserError", "message": message}})
 
-    def _canceller(self, name: str, proc) -> None:
+    def _canceller(self, name: str, proc, runner=None) -> None:
         while proc.poll() is None:
             if name in self.cancelling:
-                os.killpg(proc.pid, signal.SIGTERM)
+                if runner is not None:
+                    runner.stop()
+                else:
+                    os.killpg(proc.pid, signal.SIGTERM)
                 return
             time.sleep(0.1)
 
@@ -303,6 +330,7 @@ def _server(emulator: AzureMLEmulator) -> http.server.ThreadingHTTPServer:
                 return self._json(200, emulator.workspace())
             if parts[:1] == ["environments"] and self.command == "PUT":
                 env = json.loads(body)
+                emulator.environments["/".join(parts[:4])] = env
                 return self._json(200, {"id": f"{emulator.workspace_id()}{rest}", "name": parts[-1], **env})
             if parts[:1] == ["jobs"] and len(parts) == 2:
                 if self.command == "PUT":

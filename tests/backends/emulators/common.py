@@ -1,4 +1,7 @@
-"""Pieces the emulators share: free ports, a fault-injecting HTTP proxy, and running "the container".
+"""Pieces the emulators share: free ports, a fault-injecting HTTP proxy, and running "the container":
+either the job's command as a process here (`start_container`, fast: failure, cancel and retry tests) or,
+as the provider does, `docker run` of the image the request names, pulled from the tests' 127.0.0.1
+registry, with the provider's entrypoint, environment, mounts and user (`Container.start`).
 
 The proxy sits between a real SDK and an emulator: it records every request, and can answer a request
 itself (429/503 throttling) or forward it and replace the answer (a 500 after the job was created), so
@@ -14,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from typing import Any, Callable
 
 
@@ -132,3 +136,52 @@ def start_container(command: list[str], env: dict[str, str], cwd: str) -> subpro
     argv = [sys.executable if i == 0 and c == "python" else c for i, c in enumerate(command)]
     return subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             errors="replace", start_new_session=True)
+
+
+class Container:
+    """Starts a job the way a provider does, in the tests' private dockerd (classic client): pulls `image`
+    from the registry the request names, then `docker run --network host` (dockerd runs with --bridge=none;
+    the emulators listen on 127.0.0.1, nothing leaves the machine) with the provider's entrypoint override,
+    environment, bind mounts and user. Values reach the container by name (`-e KEY`, taken from the client's
+    environment), so none appears in a command line. What ran is recorded: `ran` = {image, image_id, user}."""
+
+    def __init__(self, engine, image: str, command: list[str], env: dict[str, str],
+                 mounts: dict[str, str], user: str | None = None, workdir: str | None = None):
+        self.engine, self.image, self.command, self.env = engine, image, command, env
+        self.mounts, self.user, self.workdir = mounts, user, workdir
+        self.name = f"ftl-emu-{uuid.uuid4().hex[:12]}"
+        self.ran: dict[str, str] = {}
+
+    def start(self) -> subprocess.Popen:
+        self.engine.docker("pull", "--quiet", self.image)
+        argv = [_client(), "run", "--name", self.name, "--network", "host", "--entrypoint", self.command[0]]
+        for key in self.env:
+            argv += ["-e", key]
+        for host, inside in self.mounts.items():
+            argv += ["-v", f"{host}:{inside}"]
+        if self.user is not None:
+            argv += ["--user", self.user]
+        if self.workdir is not None:
+            argv += ["--workdir", self.workdir]
+        argv += [self.image, *self.command[1:]]
+        return subprocess.Popen(argv, env={**self.engine.env, **self.env}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
+
+    def finish(self) -> None:
+        """Records the image and user that ran (from the container itself), then removes the container."""
+        found = self.engine.docker("container", "inspect", "--format", "{{.Image}} {{.Config.User}}", self.name,
+                                   check=False)
+        if found.returncode == 0:
+            image_id, _, user = found.stdout.strip().partition(" ")
+            self.ran = {"image": self.image, "image_id": image_id, "user": user or "root"}  # "" is docker's root
+        self.engine.docker("rm", "-f", self.name, check=False)
+
+    def stop(self, grace: int = 10) -> None:
+        """SIGTERM to the container's process, SIGKILL after `grace` seconds, as the providers stop a job."""
+        self.engine.docker("stop", "--time", str(grace), self.name, check=False)
+
+
+def _client() -> str:
+    from docker_engine import docker_client
+
+    return docker_client()

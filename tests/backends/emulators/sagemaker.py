@@ -7,6 +7,13 @@ leaves out, added on the wire or in moto's own backend objects, never in ftlaunc
   streams its output to CloudWatch Logs (/aws/sagemaker/TrainingJobs, `<job>/algo-1-<time>`), then tars
   /opt/ml/model into <S3OutputPath>/<job>/output/model.tar.gz and sets the job's status, FailureReason
   (from /opt/ml/output/failure), SecondaryStatus and BillableTimeInSeconds;
+- in the image (`emulator.engine = <the tests' dockerd>`), as SageMaker runs a job: TrainingImage pulled
+  from the 127.0.0.1 registry and run with ContainerEntrypoint + ContainerArguments, the job's Environment
+  plus what SageMaker sets (TRAINING_JOB_NAME, TRAINING_JOB_ARN, the role's credentials: moto's here), the
+  temporary folder mounted at /opt/ml (no SAGEMAKER_BASE_DIR relocation), as the image's default user
+  (root); `ran[job]` records the image and user. Without an engine (the default) the command runs as a
+  process here with SAGEMAKER_BASE_DIR pointing at the folder: test_sagemaker's failure, cancel and retry
+  tests use that fast path, its end-to-end test the image;
 - StopTrainingJob (moto lacks it) stops the runner's process: Stopping, then Stopped;
 - a second CreateTrainingJob with a taken name is refused with ResourceInUse, as SageMaker does
   (moto would silently replace the job).
@@ -52,6 +59,8 @@ class SageMakerEmulator:
         self.stopping: set[str] = set()
         self.threads: list[threading.Thread] = []
         self.seen: set[str] = set()
+        self.engine = None  # a docker_engine.Dockerd: jobs run in their image
+        self.ran: dict[str, dict[str, str]] = {}
         self._stop = threading.Event()
         self.watcher = threading.Thread(target=self._watch, daemon=True)
         self.watcher.start()
@@ -151,18 +160,23 @@ class SageMakerEmulator:
         for sub in ("model", "output", "checkpoints"):
             (root / sub).mkdir(exist_ok=True)
         algo = body["AlgorithmSpecification"]
-        env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), **body.get("Environment", {}),
-               "TRAINING_JOB_NAME": name, "TRAINING_JOB_ARN": job.arn, "SAGEMAKER_BASE_DIR": str(root),
+        env = {**body.get("Environment", {}), "TRAINING_JOB_NAME": name, "TRAINING_JOB_ARN": job.arn,
                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": REGION,
-               "AWS_ENDPOINT_URL": self.moto_url, "HF_HUB_OFFLINE": "1"}
+               "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL": self.moto_url, "HF_HUB_OFFLINE": "1"}
+        command = algo["ContainerEntrypoint"] + algo.get("ContainerArguments", [])
+        container = None
+        if self.engine is not None:
+            container = common.Container(self.engine, algo["TrainingImage"], command, env, {str(root): "/opt/ml"})
+        else:
+            env.update(PATH=os.environ["PATH"], HOME=os.environ.get("HOME", "/root"), SAGEMAKER_BASE_DIR=str(root))
         stream = f"{name}/algo-1-{int(time.time())}"
         logs = self.client("logs")
         logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
         job.secondary_status = "Training"
         started = time.time()
-        proc = common.start_container(algo["ContainerEntrypoint"] + algo.get("ContainerArguments", []), env, str(root))
+        proc = container.start() if container else common.start_container(command, env, str(root))
         self.processes[name] = proc
-        stopper = threading.Thread(target=self._stopper, args=(name, proc), daemon=True)
+        stopper = threading.Thread(target=self._stopper, args=(name, proc, container), daemon=True)
         stopper.start()
         batch: list[str] = []
         last = time.time()
@@ -172,6 +186,9 @@ class SageMakerEmulator:
                 self._put(logs, stream, batch)
                 batch, last = [], time.time()
         code = proc.wait()
+        if container is not None:
+            container.finish()
+            self.ran[name] = container.ran
         self._put(logs, stream, batch)
         job.billable_time_in_seconds = max(1, math.ceil(time.time() - started))
         job.training_end_time = time.time()
@@ -189,10 +206,13 @@ class SageMakerEmulator:
             job.failure_reason = f"AlgorithmError: {reason}"
             job.training_job_status, job.secondary_status = "Failed", "Failed"
 
-    def _stopper(self, name: str, proc) -> None:
+    def _stopper(self, name: str, proc, container=None) -> None:
         while proc.poll() is None and not self._stop.is_set():
             if name in self.stopping:
-                os.killpg(proc.pid, signal.SIGTERM)
+                if container is not None:
+                    container.stop()
+                else:
+                    os.killpg(proc.pid, signal.SIGTERM)
                 return
             time.sleep(0.1)
 

@@ -9,6 +9,13 @@ Running a job: the runner copies the job's GCS objects into a folder that stands
 Storage FUSE mount (FTLAUNCH_GCS_MOUNT), starts the container command with its env plus AIP_MODEL_DIR,
 AIP_CHECKPOINT_DIR, AIP_TENSORBOARD_LOG_DIR and CLUSTER_SPEC, records each output line as a log entry,
 then copies what the job wrote under base_output_directory back to GCS and sets the job's state.
+
+In the image (`emulator.engine = <the tests' dockerd>`), as Vertex runs a worker pool: containerSpec
+imageUri pulled from the 127.0.0.1 registry, `command` as the entrypoint with `args`, the spec's env plus
+AIP_* and CLUSTER_SPEC, the folder bind-mounted at /gcs (standing for Cloud Storage FUSE), the image's
+default user; `ran[job_id]` records the image and user. Without an engine (the default) the command runs
+here with FTLAUNCH_GCS_MOUNT pointing at the folder: test_vertex's failure, cancel and retry tests use that
+fast path, its end-to-end test the image.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ class VertexEmulator:
         self.jobs: dict[str, dict] = {}
         self.entries: list[dict] = []
         self.processes: dict[str, object] = {}
+        self.engine = None  # a docker_engine.Dockerd: jobs run in their image
+        self.ran: dict[str, dict[str, str]] = {}
         self.cancelling: set[str] = set()
         self.threads: list[threading.Thread] = []
         self.lock = threading.Lock()
@@ -133,17 +142,21 @@ class VertexEmulator:
             target = mount / bucket_name / blob.name
             target.parent.mkdir(parents=True, exist_ok=True)
             blob.download_to_filename(str(target))
-        env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "HF_HUB_OFFLINE": "1",
-               **{e["name"]: e["value"] for e in container.get("env", [])},
+        env = {"HF_HUB_OFFLINE": "1", **{e["name"]: e["value"] for e in container.get("env", [])},
                "AIP_MODEL_DIR": f"{base}/model/", "AIP_CHECKPOINT_DIR": f"{base}/checkpoints/",
                "AIP_TENSORBOARD_LOG_DIR": f"{base}/logs/", "CLOUD_ML_JOB_ID": job_id,
                "CLUSTER_SPEC": json.dumps({"cluster": {"workerpool0": ["workerpool0-0:2222"]},
-                                           "environment": "cloud", "task": {"type": "workerpool0", "index": 0}}),
-               "FTLAUNCH_GCS_MOUNT": str(mount)}
+                                           "environment": "cloud", "task": {"type": "workerpool0", "index": 0}})}
+        command = container["command"] + container.get("args", [])
+        runner = None
+        if self.engine is not None:
+            runner = common.Container(self.engine, container["imageUri"], command, env, {str(mount): "/gcs"})
+        else:
+            env.update(PATH=os.environ["PATH"], HOME=os.environ.get("HOME", "/root"), FTLAUNCH_GCS_MOUNT=str(mount))
         job.update(state="JOB_STATE_RUNNING", startTime=_now(), updateTime=_now())
-        proc = common.start_container(container["command"] + container.get("args", []), env, str(mount))
+        proc = runner.start() if runner else common.start_container(command, env, str(mount))
         self.processes[name] = proc
-        threading.Thread(target=self._canceller, args=(name, proc), daemon=True).start()
+        threading.Thread(target=self._canceller, args=(name, proc, runner), daemon=True).start()
         tail = []
         for line in proc.stdout:
             line = line.rstrip("\n")
@@ -152,6 +165,9 @@ class VertexEmulator:
                                  "resource": {"type": "ml_job", "labels": {"job_id": job_id, "task_name": "workerpool0-0"}},
                                  "textPayload": line, "severity": "INFO"})
         code = proc.wait()
+        if runner is not None:
+            runner.finish()
+            self.ran[job_id] = runner.ran
         local_base = mount / bucket_name / base_path
         if local_base.exists():
             for path in sorted(p for p in local_base.rglob("*") if p.is_file()):
@@ -168,10 +184,13 @@ class VertexEmulator:
                 "Last lines: " + " | ".join(tail))})
         job.update(endTime=_now(), updateTime=_now())
 
-    def _canceller(self, name: str, proc) -> None:
+    def _canceller(self, name: str, proc, runner=None) -> None:
         while proc.poll() is None:
             if name in self.cancelling:
-                os.killpg(proc.pid, signal.SIGTERM)
+                if runner is not None:
+                    runner.stop()
+                else:
+                    os.killpg(proc.pid, signal.SIGTERM)
                 return
             time.sleep(0.1)
 
