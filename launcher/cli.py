@@ -233,7 +233,7 @@ def follow_job(console: Any, backend: Any, handle: Any) -> int:
 
 
 def outcome_code(status: Any) -> int:
-    """0 succeeded; 75 stopped for preemption with a checkpoint saved (run it again to resume); 3 cancelled;
+    """0 succeeded; 75 stopped for preemption with a checkpoint saved (`ftlaunch resume JOB`); 3 cancelled;
     1 failed, or ended in a state this launcher does not know."""
     state = status.state.value
     if state == "SUCCEEDED":
@@ -516,9 +516,49 @@ def ls_(limit: int, as_json: bool) -> None:
 @main_group.command()
 @click.argument("job_id", required=False)
 def show(job_id: str | None) -> None:
-    """Everything recorded about a job: spec, plan, handle, state (JSON)."""
-    record, _ = _job(job_id)
-    click.echo(json.dumps(record.to_json(), indent=2))
+    """Everything recorded about a job: spec, plan, handle, state, attempts with their first and last logged
+    steps (JSON)."""
+    record, backend = _job(job_id)
+    data = record.to_json()
+    steps = backend.attempt_steps(record.handle) if hasattr(backend, "attempt_steps") else []
+    for attempt, (first, last) in zip(data["attempts"], steps):
+        attempt.update(first_step=first, last_step=last)
+    click.echo(json.dumps(data, indent=2))
+
+
+@main_group.command()
+@click.argument("job_id")
+@click.option("--detach", "-d", is_flag=True, help="Return once the attempt is submitted instead of following it.")
+def resume(job_id: str, detach: bool) -> None:
+    """A new attempt of an ended job (cancelled, preempted, failed) on the same backend and offer, starting
+    from the newest complete checkpoint in the job's checkpoint location."""
+    resume_job(job_id, follow=not detach)
+
+
+def resume_job(job_id: str, follow: bool) -> None:
+    from ftlaunch import jobs
+
+    record, backend = _job(_job_id(job_id))
+    if record.state == "SUCCEEDED":
+        raise errors.UserError(f"job {record.id} has already succeeded; there is nothing to resume.",
+                               hint=f"`ftlaunch fetch {record.id}` brings back its outputs")
+    if not hasattr(backend, "resume"):
+        raise errors.UserError(f"resuming a {record.backend} job is not supported yet ({record.id}).",
+                               hint="launch the spec again as a new job")
+    handle = backend.resume(record.handle)
+    store = jobs.JobStore()
+    try:
+        attempt = store.add_attempt(record, handle)
+    finally:
+        store.close()
+    console = _console()
+    console.print(f"[bold green]resumed[/] {record.id}: attempt {attempt['attempt']} on {record.backend}")
+    if not follow:
+        _print_next_steps(console, record.id)
+        return
+    code = follow_job(console, backend, handle)
+    if code:
+        click.get_current_context().exit(code)
 
 
 def _money(value: float | None) -> str:
