@@ -16,7 +16,8 @@ import click
 
 from ftlaunch import __version__, errors
 
-LAUNCH_OPTIONS = ("cloud", "gpu", "nodes", "spot", "region", "dry_run", "as_json", "overrides", "detach", "runtime")
+LAUNCH_OPTIONS = ("cloud", "gpu", "nodes", "spot", "region", "dry_run", "as_json", "overrides", "detach", "runtime",
+                  "resume")
 
 
 def _console(stderr: bool = False):
@@ -67,6 +68,8 @@ def launch_options(func):
                      help="Print machine-readable JSON ({plan, request} with --dry-run)."),
         click.option("--detach", "-d", is_flag=True, default=None,
                      help="Return once the job is submitted instead of following its logs."),
+        click.option("--resume", "resume", metavar="JOB", default=None,
+                     help="Resume an ended job from its newest checkpoint instead (same as `ftlaunch resume JOB`)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -107,6 +110,9 @@ def launch(ctx: click.Context, spec_path: str | None, **options: Any) -> None:
     for key in LAUNCH_OPTIONS:
         if options.get(key) in (None, ()) and defaults.get(key) not in (None, ()):
             options[key] = defaults[key]
+    if options.get("resume") is not None:
+        resume_job(options["resume"], follow=not options.get("detach"))
+        return
     spec_path = spec_path or _default_spec()
     prepared = prepare(spec_path, options)
     if options.get("dry_run"):

@@ -60,8 +60,9 @@ def test_a_cancelled_job_resumes_from_its_checkpoint_and_finishes(tiny_spec, tmp
 
 def test_resume_refuses_an_unknown_job(tmp_path):
     env = python_env()
-    proc = ftlaunch(env, "resume", "no-such-job", check=False)
-    assert proc.returncode == 2 and "no job 'no-such-job'" in proc.stderr + proc.stdout
+    for args in (("resume", "no-such-job"), ("--resume", "no-such-job")):  # the command and the launch form
+        proc = ftlaunch(env, *args, check=False)
+        assert proc.returncode == 2 and "no job 'no-such-job'" in proc.stderr + proc.stdout
 
 
 def test_a_database_from_before_attempts_is_migrated(tmp_path):
