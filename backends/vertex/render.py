@@ -34,8 +34,9 @@ def render(plan: Any) -> base.JobRequest:
     spec_json = base.job_spec(plan.spec.to_json(), refs)
     uploads.insert(0, {"content": json.dumps(spec_json, indent=2, sort_keys=True),
                        "destination": f"{root}/input/spec/spec.json"})
-    output = plan.spec.output.path if (plan.spec.output.path or "").startswith("gs://") else f"{root}/output"
-    output = output.rstrip("/")
+    # a user's output.path holds many jobs: each gets its own folder (model/, checkpoints/) under it
+    output = f"{plan.spec.output.path.rstrip('/')}/{job}" if (plan.spec.output.path or "").startswith("gs://") \
+        else f"{root}/output"
 
     secret_names = {name: ctx.get("secret_ids", {}).get(name) or
                     f"projects/{ctx['project']}/secrets/{name}/versions/latest" for name in plan.spec.secrets}
