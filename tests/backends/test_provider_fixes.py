@@ -69,3 +69,33 @@ def test_vertex_h200_request_renders_hyperdisk():
             pytest.skip(f"no Vertex {gpu} offer to render: {exc}")
         pools = payload["jobSpec"]["workerPoolSpecs"]
         assert {p["diskSpec"]["bootDiskType"] for p in pools} == {disk}, pools[0]["machineSpec"]
+
+
+def test_skypilot_asks_the_jobs_queue_for_failure_reason():
+    """The API server answers only the fields asked for. A stand-in for the `sky` module binds each call to
+    the real SDK's queue_v2 signature and answers as the server does, with the requested fields only."""
+    import inspect
+    import types
+
+    sky_jobs = pytest.importorskip("sky.jobs")
+    from sky.schemas.api import responses
+
+    real = inspect.signature(sky_jobs.queue_v2)
+    full = {"job_id": 7, "task_id": 0, "job_name": JOB, "status": "FAILED_SETUP", "job_duration": 60.0,
+            "failure_reason": "setup failed: pip could not install flash-attn", "recovery_count": 0}
+    asked: list = []
+
+    def queue_v2(*args, **kwargs):
+        bound = real.bind(*args, **kwargs)
+        bound.apply_defaults()
+        fields = bound.arguments["fields"]
+        asked.append(fields)
+        assert set(fields) <= set(responses.ManagedJobRecord.model_fields), "a field the server does not know"
+        return [{k: v for k, v in full.items() if fields is None or k in fields}]
+
+    sky = types.SimpleNamespace(jobs=types.SimpleNamespace(queue_v2=queue_v2), get=lambda answer: answer)
+    backend = get("skypilot", sdk=sky)
+    handle = JobHandle(backend="skypilot", job_name=JOB, provider_id="7", output_uri="s3://b/o", extra={})
+    status = backend.status(handle)
+    assert "failure_reason" in asked[-1]
+    assert status.state is State.FAILED and status.reason == full["failure_reason"]
