@@ -471,12 +471,24 @@ def _latest_running(scan: int = 20) -> tuple[Any, Any]:
 @click.argument("job_id", required=False)
 @click.option("--dest", type=click.Path(file_okay=False), help="Folder to put the outputs in: a new or empty "
               "one, or one an earlier fetch wrote (default: ./ftlaunch-outputs/JOB).")
-def fetch(job_id: str | None, dest: str | None) -> None:
+@click.option("--checkpoint", is_flag=True, help="Bring back the newest complete checkpoint instead (a stopped "
+              "job's too); local backend (process runtime) only for now.")
+def fetch(job_id: str | None, dest: str | None, checkpoint: bool) -> None:
     """Pull a job's outputs here and verify every file against manifest.json."""
     record, backend = _job(job_id)
     target = Path(dest) if dest is not None else Path("ftlaunch-outputs") / record.id
     if dest is not None and not dest.strip():
         raise errors.UserError("--dest is empty.", hint="pass --dest with a new or empty folder, or leave it out")
+    if checkpoint:
+        if record.backend != "local":
+            raise errors.UserError(f"fetch --checkpoint is not supported for {record.backend} jobs yet.",
+                                   hint="copy the newest checkpoint-N folder with a COMPLETE file from the job's "
+                                        "checkpoint location")
+        from ftlaunch.backends.local import backend as local_backend
+
+        folder = local_backend.fetch_checkpoint(record.handle, target)
+        _console().print(f"[green]fetched[/] {record.id}'s newest complete checkpoint into {_escape(str(folder))}")
+        return
     from ftlaunch import manifest
     from ftlaunch.backends import base
 

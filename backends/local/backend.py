@@ -211,8 +211,11 @@ class LocalBackend(Backend):
         source = Path(handle.output_uri)
         if not (source / manifest.NAME).exists():
             state = self.status(handle)
+            hint = (f"`ftlaunch resume {handle.job_name}` continues it; `ftlaunch fetch {handle.job_name} "
+                    "--checkpoint` brings back its newest complete checkpoint") if state.state.done else \
+                "wait for it to succeed (`ftlaunch status`), then fetch again"
             raise errors.UserError(f"job {handle.job_name} has no complete outputs yet ({state.state.value}).",
-                                   hint="wait for it to succeed (`ftlaunch status`), then fetch again")
+                                   hint=hint)
         dest = Path(os.path.abspath(Path(dest).expanduser()))
         if dest.resolve() == source.resolve():
             manifest.verify(dest)
@@ -222,6 +225,29 @@ class LocalBackend(Backend):
                                    hint="pass --dest with a folder outside it")
         return base.fetch_verified(dest, lambda staging: shutil.copytree(source, staging, dirs_exist_ok=True,
                                                                          symlinks=True), job=handle.job_name)
+
+
+def fetch_checkpoint(handle: JobHandle, dest: Path) -> Path:
+    """Copies the newest complete checkpoint of a job (stopped or running) into dest/checkpoint-N; dest must be
+    new or empty. Only a checkpoint with its COMPLETE marker is ever copied."""
+    from ftlaunch.containers.trainer import checkpoints
+
+    if handle.extra.get("runtime") == "docker":
+        raise errors.UserError("fetch --checkpoint is not supported for the docker runtime yet.",
+                               hint="copy it from the job's checkpoint folder under $FTLAUNCH_HOME/jobs")
+    newest = checkpoints.latest(Path(handle.provider_id) / "checkpoints")
+    if newest is None:
+        raise errors.UserError(f"job {handle.job_name} has no complete checkpoint.",
+                               hint="set hyperparameters.save_steps (or save_minutes) so the trainer writes them")
+    dest = Path(os.path.abspath(Path(dest).expanduser()))
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise errors.UserError(f"--dest {dest} exists and is not an empty folder; nothing was copied.",
+                               hint="pass --dest with a new or empty folder")
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = dest / f".{newest.name}.partial"
+    shutil.copytree(newest, staging, symlinks=True)
+    os.replace(staging, dest / newest.name)
+    return dest / newest.name
 
 
 def _read_json(path: Path) -> dict | None:

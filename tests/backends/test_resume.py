@@ -42,6 +42,12 @@ def test_a_cancelled_job_resumes_from_its_checkpoint_and_finishes(tiny_spec, tmp
     saved = max(int(p.parent.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*/COMPLETE"))
     assert saved < MAX_STEPS, "the job finished before it was cancelled: give it more steps"
 
+    fetched = tmp_path / "ckpt"
+    assert "newest complete checkpoint" in ftlaunch(env, "fetch", job, "--checkpoint", "--dest", str(fetched)).stdout
+    assert [p.name for p in fetched.iterdir()] == [f"checkpoint-{saved}"]
+    assert (fetched / f"checkpoint-{saved}" / "COMPLETE").is_file()
+    assert json.loads((fetched / f"checkpoint-{saved}" / "trainer_state.json").read_text())["global_step"] == saved
+
     ftlaunch(env, "resume", job, "--detach")
     assert wait_for(env, job, {"SUCCEEDED", "FAILED", "CANCELLED"}, timeout=300)["state"] == "SUCCEEDED", \
         ftlaunch(env, "logs", job).stdout
