@@ -19,6 +19,8 @@ from ftlaunch import errors
 
 NAMES = ("docker", "podman")
 ANSWER_TIMEOUT_S = 5.0
+# what a registry says when it answers that it lacks an image (docker, podman; distribution's error codes)
+MISSING = ("no such manifest", "manifest unknown", "name unknown")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +78,20 @@ class Engine:
 
     def remote_exists(self, ref: str) -> bool:
         """Whether a registry already holds `ref` (a manifest lookup; nothing is pulled)."""
-        if self.name == "podman":
-            proc = self.call("manifest", "inspect", *_tls_flag(self, ref), ref, check=False, timeout=60)
-        else:
-            proc = self.call("manifest", "inspect", *(["--insecure"] if _is_plain_http(ref) else []), ref,
-                             check=False, timeout=60)
-        return proc.returncode == 0
+        return self.remote_lookup(ref) is True
+
+    def remote_lookup(self, ref: str, timeout: float = 60) -> bool | None:
+        """True when the registry holds `ref`, False when it answers that it does not, None when it cannot
+        be asked (unreachable, no login, refused). A manifest lookup: nothing is pulled."""
+        flags = _tls_flag(self, ref) if self.name == "podman" else (["--insecure"] if _is_plain_http(ref) else [])
+        try:
+            proc = self.call("manifest", "inspect", *flags, ref, check=False, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        if proc.returncode == 0:
+            return True
+        said = (proc.stderr + proc.stdout).lower()
+        return False if any(s in said for s in MISSING) else None
 
     def build(self, context: Path, tag: str, *, dockerfile: str = "Dockerfile", network: str | None = None,
               labels: Mapping[str, str] | None = None, build_args: Mapping[str, str] | None = None,

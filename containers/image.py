@@ -1,9 +1,10 @@
 """The job image: its Dockerfile, its build context, its content-addressed tag, and building it only when needed.
 
-One image serves every backend: a PyTorch base (a build argument), the trainer's locked requirements,
-the ftlaunch sources the trainer imports, a non-root user, the trainer as entrypoint. Its tag is a hash
-of the rendered Dockerfile, requirements.lock and those sources (plus any build option that changes
-the context), so an unchanged relaunch finds the tag (locally or in the registry) and builds nothing.
+One image serves every backend: a PyTorch base (a build argument), the locked requirements of the
+trainer and of the backends' in-job entries, the ftlaunch sources they import, root as the default user
+(the clouds need it; local runs pass `--user`), the trainer as entrypoint. Its tag is a hash of the
+rendered Dockerfile, requirements.lock and those sources (plus any build option that changes the
+context), so an unchanged relaunch finds the tag (locally or in the registry) and builds nothing.
 
     python -m ftlaunch.containers.image lock       # rewrite containers/requirements.lock from this venv
     python -m ftlaunch.containers.image dockerfile # print the Dockerfile
@@ -26,23 +27,29 @@ from typing import Callable, Iterator, Mapping
 from ftlaunch import errors
 
 REPOSITORY = "ftlaunch-trainer"
-UID = 10001
 DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime"
-# The clouds' own prebuilt PyTorch training images, by short name (`--base sagemaker`). Examples current
-# when written; each provider lists newer ones (see docs/docker.md).
+# Bases by short name (`--base sagemaker`): each installs the lock (Python >= 3.11, torch >= 2.5; see
+# base_check.py). pytorch/pytorch is Python 3.11; SageMaker's PyTorch 2.8 training image is Python 3.12.
 BASE_IMAGES = {
     "pytorch": DEFAULT_BASE_IMAGE,
     "sagemaker": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8.0-gpu-py312-cu129-ubuntu22.04-sagemaker",
-    "vertex": "us-docker.pkg.dev/vertex-ai/training/pytorch-gpu.2-4.py310:latest",
-    "azureml": "mcr.microsoft.com/azureml/curated/acpt-pytorch-2.2-cuda12.1:latest",
+}
+# Names once offered whose images cannot install the lock: why, for the error that replaces them.
+DROPPED_BASES = {
+    "vertex": "Vertex AI's prebuilt PyTorch training images (pytorch-gpu.2-4.py310) are Python 3.10",
+    "azureml": "Azure ML's ACPT images are Python 3.10 (acpt-pytorch-2.8-cuda12.6; acpt-pytorch-2.2 also "
+               "has torch 2.2)",
 }
 LOCK_FILE = "requirements.lock"
-# The ftlaunch packages the trainer imports, shipped as .py sources (backends and templates stay out).
-SHIPPED_PACKAGES = ("ftlaunch", "ftlaunch.containers")
+BASE_CHECK = "base_check.py"  # the build's first step: the base's Python and torch fit the lock, or one line why
+# The ftlaunch packages a job imports, shipped as .py sources: the trainer and every backend's in-job
+# entry (`python -m ftlaunch.backends.<cloud>.entry`). Templates stay out: nothing in a job renders one.
+SHIPPED_PACKAGES = ("ftlaunch", "ftlaunch.containers", "ftlaunch.backends")
 # Distributions the base image provides: torch and what only torch needs (its CUDA libraries, triton).
 FROM_BASE = ("torch",)
-# Which extras of the ftlaunch distribution the trainer needs, besides its core dependencies.
-TRAIN_EXTRA = "train"
+# Which extras of the ftlaunch distribution a job needs, besides its core dependencies: the trainer's
+# (`train`) and the in-job entries' (`job`: the clouds' identity and secret clients).
+JOB_EXTRAS = ("train", "job")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +84,12 @@ def options_from_env(env: Mapping[str, str], **overrides: str | None) -> BuildOp
 
 
 def resolve_base(name: str) -> str:
-    """A short name from BASE_IMAGES (pytorch, sagemaker, vertex, azureml) or any image reference."""
+    """A short name from BASE_IMAGES (pytorch, sagemaker) or any image reference."""
+    if name in DROPPED_BASES:
+        raise errors.UserError(f"base image '{name}' (--base or FTLAUNCH_BASE_IMAGE): {DROPPED_BASES[name]}, and "
+                               "the job's locked requirements need Python >= 3.11 with torch >= 2.5.",
+                               hint="use --base pytorch (the default: every cloud runs it) or --base sagemaker, "
+                                    "or name an image with Python >= 3.11 and torch >= 2.5")
     return BASE_IMAGES.get(name, name)
 
 
@@ -86,8 +98,7 @@ def resolve_base(name: str) -> str:
 def dockerfile(options: BuildOptions) -> str:
     from ftlaunch import templates
 
-    return templates.render("Dockerfile.j2", base_image=options.base_image, uid=UID,
-                            ca_bundle=bool(options.ca_bundle))
+    return templates.render("Dockerfile.j2", base_image=options.base_image, ca_bundle=bool(options.ca_bundle))
 
 
 def lock_text() -> str:
@@ -96,11 +107,13 @@ def lock_text() -> str:
 
 def context_files(options: BuildOptions) -> dict[str, Path | bytes]:
     """Every file of the build context: its path in the context -> a file to copy or the bytes to write."""
+    sources = trainer_sources()
     files: dict[str, Path | bytes] = {
         "Dockerfile": dockerfile(options).encode(),
         LOCK_FILE: lock_text().encode(),
+        BASE_CHECK: sources[f"containers/{BASE_CHECK}"],
     }
-    for rel, path in trainer_sources().items():
+    for rel, path in sources.items():
         files[f"ftlaunch/{rel}"] = path
     if options.ca_bundle:
         files["ca.crt"] = Path(options.ca_bundle)
@@ -145,6 +158,23 @@ def local_ref(options: BuildOptions, tag: str | None = None) -> str:
 def remote_ref(registry: str, options: BuildOptions, tag: str | None = None) -> str:
     """`registry` is a host with an optional path: 123.dkr.ecr.us-east-1.amazonaws.com, 127.0.0.1:5000/ml."""
     return f"{registry.rstrip('/')}/{local_ref(options, tag)}"
+
+
+def for_cloud(registry: str, env: Mapping[str, str], *, image: str | None = None, tag: str | None = None) -> dict:
+    """Plan time, for a cloud target: the image its request names, and what a launch must build for it.
+
+    A prebuilt image is used as given and nothing is built: `image` (a full reference) or an explicit `tag`
+    (FTLAUNCH_IMAGE_TAG) in `registry`. Otherwise the content tag of the build options in `env`, the same
+    on every cloud: {"image": "<registry>/ftlaunch-trainer:<tag>", "image_tag": tag, "image_build":
+    {build options, "tag": tag}}; "image_build" is None for a prebuilt image."""
+    if image:
+        return {"image": image, "image_tag": None, "image_build": None}
+    if tag:
+        return {"image": f"{registry.rstrip('/')}/{REPOSITORY}:{tag}", "image_tag": tag, "image_build": None}
+    options = options_from_env(env)
+    tag = content_tag(options)
+    return {"image": remote_ref(registry, options, tag), "image_tag": tag,
+            "image_build": {**options.to_json(), "tag": tag}}
 
 
 def assemble(options: BuildOptions, dest: Path) -> Path:
@@ -277,8 +307,8 @@ def serve_folder(folder: Path) -> Iterator[str]:
 
 # ---------------------------------------------------------------------------- the lock file
 
-def lock_requirements(extra: str = TRAIN_EXTRA, distribution: str = "ftlaunch") -> str:
-    """requirements.lock text: every distribution that ftlaunch's core and `extra` need, pinned to the
+def lock_requirements(extras: tuple[str, ...] = JOB_EXTRAS, distribution: str = "ftlaunch") -> str:
+    """requirements.lock text: every distribution that ftlaunch's core and `extras` need, pinned to the
     version installed here, with its whole dependency closure, except torch and what only torch needs."""
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
@@ -288,8 +318,7 @@ def lock_requirements(extra: str = TRAIN_EXTRA, distribution: str = "ftlaunch") 
     roots = []
     for text in metadata.requires(distribution) or []:
         req = Requirement(text)
-        if req.marker is None or req.marker.evaluate({**env, "extra": ""}) or \
-                req.marker.evaluate({**env, "extra": extra}):
+        if req.marker is None or any(req.marker.evaluate({**env, "extra": e}) for e in ("", *extras)):
             roots.append(req)
     pinned: dict[str, str] = {}
     seen: set[tuple[str, frozenset]] = set()
@@ -304,14 +333,14 @@ def lock_requirements(extra: str = TRAIN_EXTRA, distribution: str = "ftlaunch") 
         try:
             dist = metadata.distribution(req.name)
         except metadata.PackageNotFoundError:
-            raise SystemExit(f"{req.name} is not installed here; install ftlaunch[{extra}] first")
+            raise SystemExit(f"{req.name} is not installed here; install ftlaunch[{','.join(extras)}] first")
         pinned[name] = dist.version
         wanted_extras = {"", *req.extras}  # a dependency's own extras (fsspec[http]) bring theirs
         for text in dist.requires or []:
             child = Requirement(text)
             if child.marker is None or any(child.marker.evaluate({**env, "extra": e}) for e in wanted_extras):
                 stack.append(child)
-    lines = [f"# The trainer's requirements, pinned: ftlaunch's dependencies and its [{extra}] extra with",
+    lines = [f"# A job's requirements, pinned: ftlaunch's dependencies and its [{','.join(extras)}] extras with",
              "# their whole closure, as installed when generated. torch is not here: the base image brings",
              f"# it. Regenerate: python -m ftlaunch.containers.image lock  (Python {sys.version.split()[0]})"]
     lines += [f"{name}=={version}" for name, version in sorted(pinned.items())]

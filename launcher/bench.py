@@ -127,7 +127,7 @@ class Runner:
 
     def _submit(self, cell: Cell) -> bool:
         """Plans, renders and submits one cell; a failure to plan is recorded as the cell's reason."""
-        from ftlaunch import backends, jobs, plan as plan_mod
+        from ftlaunch import backends, build_cli, jobs, plan as plan_mod
 
         st = self.cell_state(cell)
         if st["state"] == "RUNNING" and st.get("job"):
@@ -136,8 +136,10 @@ class Runner:
         try:
             spec = cell_spec(self.base, cell)
             plan = plan_mod.make(spec)
+            build_cli.choose_image(plan)
             backend = backends.get(plan.cloud)
             request = backend.render(plan)
+            build_cli.ensure_image(plan, request)  # a cloud cell: its image in the registry first, if missing
             handle = backend.submit(request)
         except errors.UserError as exc:
             st.update(state="FAILED", reason=exc.render(), job=None)
@@ -263,7 +265,7 @@ def gather(runner: Runner) -> list[dict[str, Any]]:
             row["trainable_params"] = s.get("trainable_params")
             row["total_params"] = s.get("total_params")
             row["trainable_percent"] = s.get("trainable_percent")
-            row["peak_memory_gb"] = s["peak_memory_bytes"] / 2**30 if s.get("peak_memory_bytes") else None
+            row["peak_memory_gb"] = s["peak_memory_bytes"] / 1e9 if s.get("peak_memory_bytes") else None
             row["train_runtime_s"] = s.get("train_runtime_s")
             row["wall_time_s"] = s.get("wall_time_s")
             tokens, runtime = s.get("tokens_seen"), s.get("train_runtime_s")

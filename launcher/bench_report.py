@@ -221,7 +221,8 @@ def markdown(runner: bench.Runner, rows: list[dict[str, Any]], facts: dict[str, 
              f"**Pareto front** (quality vs {facts['cost_label']}): {', '.join(facts['front']) or '-'}", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in table_rows(rows)]
-    lines += ["", "Peak memory predicted is the estimator's GPU figure for this job; measured is the job's own peak "
+    lines += ["", "Memory is in GB (10^9 bytes) throughout. "
+              "Peak memory predicted is the estimator's GPU figure for this job; measured is the job's own peak "
               "(CUDA allocator on a GPU, process resident memory on a CPU). Predicted $ is the cheapest cloud offer "
               "that fits, from the planner; actual $ is what the run cost.", "",
               "## Use case → method (the seed's table, with this bench's measurement)", "",

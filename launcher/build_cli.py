@@ -1,13 +1,15 @@
-"""`ftlaunch build [SPEC]`: build the job image (only if its content tag is missing) and push it, without launching.
+"""`ftlaunch build [SPEC]`: build the job image (only if its content tag is missing) and push it, without
+launching; and the same step inside a cloud launch (image + job), where it runs before submit.
 
     ftlaunch build spec.yaml                                  # local image only (--cloud local)
-    ftlaunch build --cloud sagemaker spec.yaml                # build if missing, push to the account's ECR
+    ftlaunch build --cloud sagemaker spec.yaml                # build if missing, push to its ECR (as a launch does)
     ftlaunch build --registry 127.0.0.1:5000/ml spec.yaml     # any registry (SkyPilot, self-hosted)
     ftlaunch build --dockerfile                               # print the Dockerfile and stop
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -26,7 +28,7 @@ from ftlaunch import errors
                    "SDK) or any registry the engine is logged in to.")
 @click.option("--region", help="Region of the default registry (ECR, Artifact Registry).")
 @click.option("--base", "base_image", metavar="IMAGE",
-              help="Base image: pytorch (default), sagemaker, vertex, azureml, or any image with Python and torch.")
+              help="Base image: pytorch (default), sagemaker, or any image with Python >= 3.11 and torch >= 2.5.")
 @click.option("--build-network", metavar="NETWORK", help="Network for the build's RUN steps (e.g. host).")
 @click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False),
               help="A CA bundle to copy in so pip trusts an intercepting proxy during the build.")
@@ -50,7 +52,7 @@ def build(spec_path: str | None, cloud: str | None, registry: str | None, region
     spec = _load_spec(spec_path)
     cloud = cloud or (spec.resources.cloud if spec is not None else "local")
     region = region or (spec.resources.region if spec is not None else None)
-    result = build_and_push(options, cloud=cloud, registry=registry, region=region,
+    result = build_and_push(options, cloud=cloud, registry=registry or configured_registry(cloud), region=region,
                             on_line=None if (quiet or as_json) else (lambda line: click.echo(line, err=True)))
     if as_json:
         click.echo(json.dumps(result))
@@ -59,7 +61,7 @@ def build(spec_path: str | None, cloud: str | None, registry: str | None, region
 
 
 def build_and_push(options: Any, *, cloud: str = "local", registry: str | None = None, region: str | None = None,
-                   engine: Any = None, on_line: Any = None) -> dict[str, Any]:
+                   tag: str | None = None, engine: Any = None, on_line: Any = None) -> dict[str, Any]:
     """Computing and doing, without printing: returns {image, tag, built, pushed, pulled, found, registry}."""
     from ftlaunch.containers import engine as engine_mod
     from ftlaunch.containers import image
@@ -75,9 +77,22 @@ def build_and_push(options: Any, *, cloud: str = "local", registry: str | None =
         login = registry_mod.login(registry)
         if login is not None:
             engine.login(login.registry, login.username, login.password)
-    outcome = image.ensure(engine, options, registry=registry, need_local=registry is None, on_line=on_line)
+    outcome = image.ensure(engine, options, registry=registry, need_local=registry is None, tag=tag, on_line=on_line)
     return {"image": outcome.ref, "tag": outcome.tag, "built": outcome.built, "pushed": outcome.pushed,
             "pulled": outcome.pulled, "found": outcome.found, "registry": registry}
+
+
+def configured_registry(cloud: str) -> str | None:
+    """The registry a cloud's settings name (FTLAUNCH_ECR_REGISTRY, ... or config.yaml), where its launches
+    push: so `ftlaunch build --cloud X` and a launch on X push to the same place. None when unset."""
+    if cloud in ("local", "auto"):
+        return None
+    import importlib
+
+    from ftlaunch.backends import base
+
+    settings = importlib.import_module(f"ftlaunch.backends.{cloud}.settings")
+    return base.settings(cloud, settings.TABLE).get("registry")
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -100,3 +115,126 @@ def _load_spec(spec_path: str | None) -> Any:
     if spec_path is None and not os.path.exists(path):
         return None  # the image does not depend on the spec; it only says where to push
     return spec_mod.load(path)
+
+
+# ---------------------------------------------------------------- the image of a cloud launch
+# A cloud launch is image + job: before submit, the content-tagged image the request names is made sure to
+# be in that cloud's registry (built only when the tag is neither here nor there, pushed only when the
+# registry lacks it); a prebuilt image is used as given. `image_step` computes, `foresee` words what a launch
+# would do (the dry run's one line), `ensure_image` does it: computing apart from printing and doing.
+
+@dataclasses.dataclass(frozen=True)
+class ImageStep:
+    """What a cloud launch does about its image, read from the plan that settings resolved (no I/O)."""
+
+    ref: str  # exactly what the request names
+    registry: str  # where the job pulls it from
+    tag: str | None
+    build: dict[str, Any] | None  # the build options and tag; None for a prebuilt image (used as given)
+
+    @property
+    def prebuilt(self) -> bool:
+        return self.build is None
+
+
+def choose_image(plan: Any, given: str | None = None) -> None:
+    """Sets plan.image for a cloud plan: `given` (`--image REF`: used as given, nothing is built or pushed),
+    else what settings resolved. Changes only the plan; a local plan keeps its own image."""
+    if plan.cloud == "local":
+        if given:
+            raise errors.UserError("--image applies to cloud launches; a local run builds its own image when its "
+                                   "tag is missing.",
+                                   hint="drop --image, or launch with --cloud sagemaker|vertex|azureml|skypilot")
+        return
+    if given:
+        plan.context.update({"image": given, "image_tag": None, "image_build": None})
+    if "image" in plan.context:
+        plan.image = plan.context["image"]
+
+
+def image_step(plan: Any) -> ImageStep | None:
+    """The image step of a cloud plan; None for a local plan (its own submit builds what it runs)."""
+    ctx = plan.context or {}
+    if plan.cloud == "local" or "image" not in ctx:
+        return None
+    ref = plan.image or ctx["image"]
+    build = ctx.get("image_build") if ref == ctx["image"] else None
+    return ImageStep(ref=ref, registry=ctx.get("registry") or "", tag=ctx.get("image_tag"), build=build)
+
+
+def dry_run(plan: Any, engine: Any = None) -> dict[str, Any] | None:
+    """What a launch of this plan would do about its image, asking the engine and registry but changing
+    nothing: {image, tag, prebuilt, here, in_registry, summary}; None for a local plan."""
+    step = image_step(plan)
+    if step is None:
+        return None
+    found = probe(step, engine)
+    return {"image": step.ref, "tag": step.tag, "prebuilt": step.prebuilt, "here": found["local"],
+            "in_registry": found["remote"], "summary": foresee(step, found)}
+
+
+def probe(step: ImageStep, engine: Any = None, env: Any = None) -> dict[str, bool | None]:
+    """Whether the tag is in the engine here and in the registry: True, False, or None (not reachable).
+    Builds, pushes and logs in to nothing; an unconfigured registry is not asked."""
+    from ftlaunch.containers import engine as engine_mod
+    from ftlaunch.containers import image
+
+    if step.prebuilt:
+        return {"local": None, "remote": None}
+    engine = engine or engine_mod.detect(env)
+    if engine is None:
+        return {"local": None, "remote": None}
+    options = image.BuildOptions(**{k: v for k, v in step.build.items() if k != "tag"})
+    local = engine.image_exists(image.local_ref(options, step.tag))
+    remote = None if _unconfigured(step.registry) else engine.remote_lookup(step.ref, timeout=20)
+    return {"local": local, "remote": remote}
+
+
+def foresee(step: ImageStep, found: dict[str, bool | None]) -> str:
+    """One line: whether a launch would build and push the image (pure)."""
+    if step.prebuilt:
+        return f"image {step.ref}: prebuilt, used as given: nothing to build or push"
+    local, remote = found.get("local"), found.get("remote")
+    if remote:
+        return f"image {step.ref}: already in the registry: nothing to build or push"
+    if local is None and remote is None:
+        return f"image {step.ref}: unknown: no engine/registry reachable"
+    if remote is None:
+        build = "no build (built here)" if local else "would build"
+        return f"image {step.ref}: {build}; push unknown: registry {step.registry} not reachable"
+    if local:
+        return f"image {step.ref}: would push (built here, not in the registry); no build"
+    return f"image {step.ref}: would build and push (in neither this engine nor the registry)"
+
+
+def ensure_image(plan: Any, request: Any, *, engine: Any = None, on_line: Any = None) -> dict[str, Any] | None:
+    """Makes sure the image the request names is in the cloud's registry: builds only when the tag is neither
+    here nor there, pushes only when the registry lacks it; nothing for a prebuilt image or a local plan.
+    Returns build_and_push's result, or None when there was nothing to do."""
+    from ftlaunch.backends import base
+    from ftlaunch.containers import engine as engine_mod
+    from ftlaunch.containers import image
+
+    step = image_step(plan)
+    if step is None or step.prebuilt:
+        return None
+    base.refuse_placeholders(request)  # an unconfigured registry: say which settings, before any build
+    engine = engine or engine_mod.detect()
+    if engine is None:
+        raise errors.UserError(f"--cloud {plan.cloud}: the job image {step.ref} is built and pushed when missing, "
+                               f"which needs a container engine, and {engine_mod.why_none()}.",
+                               hint="start Docker or podman (or set DOCKER_HOST), or launch a prebuilt image with "
+                                    "--image REF")
+    options = image.BuildOptions(**{k: v for k, v in step.build.items() if k != "tag"})
+    result = build_and_push(options, registry=step.registry, tag=step.tag, engine=engine, on_line=on_line)
+    if result["image"] != step.ref:
+        raise errors.UserError(f"the image pushed ({result['image']}) is not the one the request names ({step.ref}).",
+                               hint="report this as a bug in ftlaunch")
+    return result
+
+
+def _unconfigured(setting: str) -> bool:
+    """Whether a setting still holds the placeholder of an unconfigured value (`unset-ftlaunch-...`)."""
+    from ftlaunch.backends import base
+
+    return base._UNSET.search(setting) is not None

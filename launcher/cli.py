@@ -17,7 +17,7 @@ import click
 from ftlaunch import __version__, errors
 
 LAUNCH_OPTIONS = ("cloud", "gpu", "nodes", "spot", "region", "dry_run", "as_json", "overrides", "detach", "runtime",
-                  "resume")
+                  "image", "resume")
 
 
 def _console(stderr: bool = False):
@@ -61,6 +61,8 @@ def launch_options(func):
         click.option("--region", help="Cloud region."),
         click.option("--runtime", type=click.Choice(["auto", "docker", "process"]),
                      help="Local only: run in Docker or as a plain process."),
+        click.option("--image", metavar="REF",
+                     help="Cloud only: a prebuilt job image, used as given (nothing is built or pushed)."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override a spec value, e.g. --set hyperparameters.max_steps=20 (repeatable)."),
         click.option("--dry-run", is_flag=True, default=None, help="Plan and render the job; submit nothing."),
@@ -118,6 +120,7 @@ def launch(ctx: click.Context, spec_path: str | None, **options: Any) -> None:
     if options.get("dry_run"):
         show_dry_run(prepared, as_json=bool(options.get("as_json")))
         return
+    ensure_image(prepared, quiet=bool(options.get("as_json")))
     submit(prepared, follow=not options.get("detach"), as_json=bool(options.get("as_json")))
 
 
@@ -145,10 +148,11 @@ class Prepared:
 
 def prepare(spec_path: str, options: dict[str, Any]) -> Prepared:
     """load -> plan -> render. Pure computing: prints nothing, submits nothing."""
-    from ftlaunch import backends, plan as plan_mod, spec as spec_mod
+    from ftlaunch import backends, build_cli, plan as plan_mod, spec as spec_mod
 
     spec = spec_mod.load(spec_path, option_overrides(options))
-    plan = plan_mod.make(spec)
+    plan = plan_mod.make(spec, calibrate=not options.get("dry_run"))  # a real local run measures this machine once
+    build_cli.choose_image(plan, options.get("image"))
     backend = backends.get(plan.cloud)
     backend.check_supported(needs(plan))
     request = backend.render(plan)
@@ -156,28 +160,26 @@ def prepare(spec_path: str, options: dict[str, Any]) -> Prepared:
 
 
 def needs(plan: Any) -> set:
-    from ftlaunch.backends.base import Capability
+    """What the chosen target must support; the planner already dropped targets that would refuse it."""
+    from ftlaunch import plan as plan_mod
 
-    r = plan.spec.resources
-    out = set()
-    if r.nodes > 1:
-        out.add(Capability.MULTI_NODE)
-    if r.spot:
-        out.add(Capability.SPOT)
-    if r.region:
-        out.add(Capability.REGION)
-    return out
+    return plan_mod.needs(plan.spec)
 
 
 def show_dry_run(prepared: Prepared, as_json: bool) -> None:
+    from ftlaunch import build_cli
+
+    image = build_cli.dry_run(prepared.plan)  # a cloud launch's image: would it be built, pushed?
     if as_json:
-        click.echo(json.dumps({"plan": prepared.plan.to_json(), "request": prepared.request.to_json()},
-                              indent=2, default=str))
+        click.echo(json.dumps({"plan": prepared.plan.to_json(), "request": prepared.request.to_json(),
+                               **({"image": image} if image else {})}, indent=2, default=str))
         return
     console = _console()
     print_plan(console, prepared.plan)
     console.print(f"\n[bold]The job request[/] (exactly what submit sends to {prepared.request.backend}):")
     console.print_json(json.dumps(prepared.request.to_json(), default=str))
+    if image:
+        console.print(_escape(image["summary"]), soft_wrap=True)
     console.print("\n[dim]Dry run: nothing was submitted. Drop --dry-run to launch.[/]")
 
 
@@ -187,6 +189,16 @@ def print_plan(console: Any, plan: Any) -> None:
 
     console.print(f"[bold]job[/] {plan.job_name}")
     plan_cli.print_plan(console, plan)
+
+
+def ensure_image(prepared: Prepared, quiet: bool) -> None:
+    """A cloud launch is image + job: the image the request names is built and pushed first, only if missing."""
+    from ftlaunch import build_cli
+
+    result = build_cli.ensure_image(prepared.plan, prepared.request,
+                                    on_line=None if quiet else (lambda line: click.echo(line, err=True)))
+    if result is not None and not quiet:
+        click.echo(build_cli.describe(result), err=True)
 
 
 def submit(prepared: Prepared, follow: bool, as_json: bool) -> None:
@@ -311,7 +323,8 @@ def validate(spec_path: str | None, overrides: tuple[str, ...], check_data: bool
         click.echo(json.dumps({"spec": spec.to_json(), "data": report.to_json() if report else None}, indent=2))
     else:
         console = _console()
-        console.print(f"[green]ok[/] {path}: {spec.task.value} with {spec.technique.value} on {spec.model}")
+        console.print(f"[green]ok[/] {_escape(str(path))}: {spec.task.value} with {spec.technique.value} on "
+                      f"{_escape(spec.model)}")
         if report is not None:
             preflight.print_report(console, report)
     if report is not None and not report.ok:

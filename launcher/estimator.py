@@ -20,7 +20,13 @@ from ftlaunch.catalog import gpus as gpu_catalog
 from ftlaunch.shapes import Shape
 from ftlaunch.techniques import LORA_FAMILY, Task, Technique
 
-GB = 1e9
+GB = 1e9  # the one memory unit of every figure ftlaunch prints or writes: GB = 10^9 bytes (not GiB)
+MEMORY_UNIT = "GB"
+# An offer fits only when the predicted peak stays under this share of the GPU's memory. The peak already
+# counts 1 GB of CUDA context and 5 % allocator slack; the rest of the margin covers what the formula
+# cannot see on a real run (fragmentation after uneven sequence lengths, NCCL/cuBLAS workspaces growing
+# with the world size, other processes on the GPU). At 90 %, a peak of 91.2 GB does not "fit" 94 GB.
+HEADROOM = 0.90
 RUNTIME_OVERHEAD_BYTES = 1.0e9  # CUDA context, cuBLAS/cuDNN workspaces, NCCL buffers
 FRAGMENTATION = 0.05  # caching-allocator slack, as a fraction of everything else
 NF4_BYTES = {True: 0.5 + 1 / 64 + 4 / (64 * 256), False: 0.5 + 4 / 64}  # double_quant -> bytes per weight
@@ -88,10 +94,15 @@ class Memory:
     def peak_gb(self) -> float:
         return self.peak / GB
 
+    BYTE_FIELDS = ("weights", "gradients", "optimizer", "activations", "logits", "overhead")
+
     def to_json(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.update({k: round(v / GB, 3) for k, v in d.items() if isinstance(v, float)})
+        """Every memory term in GB (10^9 bytes), named `<term>_gb`; counts and the strategy as they are."""
+        d: dict[str, Any] = {"unit": MEMORY_UNIT, "params_total": self.params_total,
+                             "params_trainable": self.params_trainable}
+        d.update({f"{k}_gb": round(float(getattr(self, k)) / GB, 3) for k in self.BYTE_FIELDS})
         d["peak_gb"] = round(self.peak_gb, 3)
+        d.update(world=self.world, strategy=self.strategy)
         return d
 
 
@@ -328,38 +339,76 @@ def logits_bytes(shape: Shape, w: Workload) -> float:
     return w.batch_size * w.seq_len * per_token
 
 
+def usable_gb(gpu: gpu_catalog.GPU) -> float:
+    """The memory a job may plan to use on `gpu`: HEADROOM of what the driver reports."""
+    return gpu.memory_gb * HEADROOM
+
+
 def fits(mem: Memory, gpu: gpu_catalog.GPU) -> bool:
-    return mem.peak <= gpu.memory_gb * GB
+    """True when the predicted peak is within HEADROOM (90 %) of the GPU's memory."""
+    return mem.peak <= usable_gb(gpu) * GB
 
 
 # --------------------------------------------------------------------------- making it fit
 
 @dataclasses.dataclass
 class Change:
-    """One way to make the job fit: what to change and the resulting peak."""
+    """One way to make the job fit: what to change, every spec setting that changes, and the resulting peak."""
 
     what: str
-    spec_change: str  # the --set or --gpu that does it
+    spec_change: str  # the --set/--gpu flags that do it: every setting that differs, so following it gives peak_gb
     peak_gb: float
     gpu: str
-    gpus: int
+    gpus: int  # GPUs in all (per node x nodes)
+    overrides: tuple[str, ...] = ()  # the same as `KEY=VALUE` items for spec.apply_override
+
+
+# Workload field -> the spec key that sets it (what a hint must change for the job to be the one planned).
+SPEC_KEYS = {"technique": "technique", "gradient_checkpointing": "hyperparameters.gradient_checkpointing",
+             "batch_size": "hyperparameters.batch_size", "grad_accum": "hyperparameters.grad_accum",
+             "optimizer": "hyperparameters.optimizer", "distributed": "resources.distributed"}
+
+
+def change_overrides(w: Workload, w2: Workload, gpu: gpu_catalog.GPU | None = None, world: int | None = None,
+                     now_world: int = 1, now_gpu: gpu_catalog.GPU | None = None) -> tuple[str, ...]:
+    """`KEY=VALUE` overrides that turn the spec behind `w` (on now_world x now_gpu) into `w2` on world x gpu."""
+    out = []
+    for field, key in SPEC_KEYS.items():
+        a, b = getattr(w, field), getattr(w2, field)
+        if a != b:
+            value = b.value if isinstance(b, Technique) else str(b).lower() if isinstance(b, bool) else b
+            out.append(f"{key}={value}")
+    if gpu is not None and world is not None and (gpu is not now_gpu or world != now_world):
+        per_node, nodes = (world, 1) if world <= 8 else (8, world // 8)
+        out.append(f"resources.gpu={gpu.name.lower()}:{per_node}")
+        out.append(f"resources.nodes={nodes}")
+    return tuple(out)
+
+
+def _flags(overrides: tuple[str, ...]) -> str:
+    parts = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        parts.append(f"--gpu {value}" if key == "resources.gpu" else f"--set {item}")
+    return " ".join(parts)
 
 
 def make_fit(shape: Shape, w: Workload, gpu: gpu_catalog.GPU, world: int = 1, limit: int = 3) -> list[Change]:
     """Changes that make the job fit, cheapest first: checkpointing, a smaller micro-batch, 8-bit Adam, a
-    lighter technique, more GPUs of this kind (sharded), a bigger GPU."""
+    lighter technique, more GPUs of this kind (sharded with FSDP, LoRA and QLoRA included), a bigger GPU.
+    Each names every setting it changes (`overrides`), so the caller can re-plan it before printing."""
     out: list[Change] = []
 
-    def attempt(what: str, how: str, w2: Workload, g: gpu_catalog.GPU = gpu, n: int = world) -> bool:
+    def attempt(what: str, w2: Workload, g: gpu_catalog.GPU = gpu, n: int = world) -> bool:
         m = memory(shape, w2, n)
         if fits(m, g):
-            out.append(Change(what, how, round(m.peak_gb, 2), g.name, n))
+            ov = change_overrides(w, w2, g, n, world, gpu)
+            out.append(Change(what, _flags(ov), round(m.peak_gb, 2), g.name, n, ov))
             return True
         return False
 
     if not w.gradient_checkpointing:
         attempt("turn on gradient checkpointing (about 33% more compute)",
-                "--set hyperparameters.gradient_checkpointing=true",
                 dataclasses.replace(w, gradient_checkpointing=True))
     cur = dataclasses.replace(w, gradient_checkpointing=True)
     b = w.batch_size
@@ -367,27 +416,21 @@ def make_fit(shape: Shape, w: Workload, gpu: gpu_catalog.GPU, world: int = 1, li
         b //= 2
         ga = w.grad_accum * (w.batch_size // b)
         if attempt(f"micro-batch {b} with grad_accum {ga} (same effective batch)",
-                   f"--set hyperparameters.batch_size={b} --set hyperparameters.grad_accum={ga}",
                    dataclasses.replace(cur, batch_size=b, grad_accum=ga)):
             break
     small = dataclasses.replace(cur, batch_size=1, grad_accum=w.grad_accum * w.batch_size)
     if w.optimizer == "adamw" and w.technique is Technique.FULL:
-        attempt("8-bit AdamW", "--set hyperparameters.optimizer=adamw_8bit",
-                dataclasses.replace(small, optimizer="adamw_8bit"))
+        attempt("8-bit AdamW, micro-batch 1", dataclasses.replace(small, optimizer="adamw_8bit"))
     if w.technique is Technique.FULL:
-        attempt("LoRA instead of full fine-tuning", "--set technique=lora",
-                dataclasses.replace(small, technique=Technique.LORA))
+        attempt("LoRA instead of full fine-tuning, micro-batch 1", dataclasses.replace(small, technique=Technique.LORA))
     if w.technique is not Technique.QLORA:
-        attempt("QLoRA (4-bit base)", "--set technique=qlora", dataclasses.replace(small, technique=Technique.QLORA))
+        attempt("QLoRA (4-bit base), micro-batch 1", dataclasses.replace(small, technique=Technique.QLORA))
     for n in (2, 4, 8, 16, 32, 64):
-        how = f"--gpu {gpu.name.lower()}:{n}" if n <= 8 else f"--gpu {gpu.name.lower()}:8 --set resources.nodes={n // 8}"
-        if n > world and attempt(f"{n} x {gpu.name} sharded (FSDP/ZeRO-3)", how,
+        if n > world and attempt(f"{n} x {gpu.name} sharded (FSDP{' + ' + w.technique.value if w.technique is not Technique.FULL else ''})",
                                  dataclasses.replace(cur, distributed="fsdp"), gpu, n):
             break
     for g in sorted(gpu_catalog.GPUS, key=lambda g: g.memory_gb):
-        if g.memory_gb > gpu.memory_gb and attempt(f"a bigger GPU: {g.name} ({g.memory_gb:.0f} GB)",
-                                                   f"--gpu {g.name.lower()}" + (f":{world}" if world > 1 else ""),
-                                                   w, g, world):
+        if g.memory_gb > gpu.memory_gb and attempt(f"a bigger GPU: {g.name} ({g.memory_gb:.1f} GB)", w, g, world):
             break
     return out
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import math
+import os
 import secrets as _random
 import sys
 from pathlib import Path
@@ -44,6 +46,8 @@ class Offer:
     on_demand_price_per_hour: float | None = None
     price_date: str | None = None
     price_source: str | None = None
+    flags: list[str] = dataclasses.field(default_factory=list)  # doubtful / derived / stale price (prices.PriceRow)
+    excluded: str = ""  # why this offer is shown but never chosen (another GPU count, a doubtful price)
 
 
 @dataclasses.dataclass
@@ -77,29 +81,32 @@ TARGETS = ("sagemaker", "vertex", "azureml", "skypilot")
 
 
 def make(spec: Spec, *, name: str | None = None, targets: tuple[str, ...] | None = None,
-         optimize: str | None = None, require_fit: bool = True, online: bool = False) -> Plan:
+         optimize: str | None = None, require_fit: bool = True, online: bool = False, calibrate: bool = False) -> Plan:
     """Plans the spec: on this machine for `resources.cloud: local`, else ranks every offer of the named
     cloud(s) (`auto`: all four) by predicted cost (or time), and chooses the cheapest that fits.
 
     `targets` overrides the spec's cloud (`ftlaunch estimate` passes all four). With require_fit (the
     default, as `run` needs) a plan where nothing fits raises UserError naming what would; `estimate`
-    passes require_fit=False and gets a Plan with offer None and the reasons in `why`."""
+    passes require_fit=False and gets a Plan with offer None and the reasons in `why`. `calibrate` lets a local
+    plan measure this machine's step time when no cached measurement exists (it imports torch; a dry run does
+    not ask for it and shows the time only when a measurement is cached)."""
+    explicit = gpus_explicit(spec)  # before resolved(), whose re-validation marks every field as set
     spec = spec.resolved()
     cloud = spec.resources.cloud
     name = name or job_name(spec)
     if targets is None:
         if cloud == "local":
-            return _local(spec, name)
+            return _local(spec, name, calibrate)
         targets = TARGETS if cloud == "auto" else (cloud,)
     return _cloud(spec, name, tuple(targets), optimize=optimize or _optimize(spec), require_fit=require_fit,
-                  online=online)
+                  online=online, explicit=explicit)
 
 
 def _optimize(spec: Spec) -> str:
     return getattr(spec.resources, "optimize", None) or "cost"
 
 
-def _local(spec: Spec, name: str) -> Plan:
+def _local(spec: Spec, name: str, calibrate: bool = False) -> Plan:
     job_dir = jobs.home() / "jobs" / name
     output_uri = str(Path(spec.output.path) / name if spec.output.path else job_dir / "outputs")
     if spec.output.path and _within(Path(spec.output.path), jobs.home() / "jobs"):
@@ -107,18 +114,30 @@ def _local(spec: Spec, name: str) -> Plan:
                                f"({jobs.home() / 'jobs'}), where each job keeps its log and checkpoints.",
                                hint="set output.path to a folder outside it, or leave it out (outputs then go "
                                     "to the job's own folder there)")
-    estimate = _local_estimate(spec)
+    estimate = _local_estimate(spec, calibrate)
     peak = estimate["memory"]["peak_gb"] if estimate else None
-    offer = Offer(cloud="local", instance="this machine", gpu=spec.resources.gpu, gpus=spec.resources.gpus,
-                  price_per_hour=0.0, cost=(0.0, 0.0), peak_gb_per_gpu=peak, fits=estimate and estimate["fits"],
-                  note="runs on the launching machine")
+    have = estimate["local_gpus"] if estimate else _calibrate().local_gpus()
+    gpu = estimate["gpu"] if estimate else None
+    hours = tuple(round(h, 4) for h in estimate["time"]["hours"]) if estimate and estimate.get("time") else None
+    note = "runs on the launching machine"
+    if not have:
+        note = "this machine has no NVIDIA GPU: the job runs on the CPU"
+        if spec.resources.gpu:
+            note += f" (resources.gpu {spec.resources.gpu} is not here)"
+    offer = Offer(cloud="local", instance="this machine", gpu=gpu, gpus=(len(have) and max(1, spec.resources.gpus)),
+                  price_per_hour=0.0, hours=hours, cost=(0.0, 0.0), peak_gb_per_gpu=peak,
+                  fits=estimate["fits"] if estimate else None, note=note)
     # the runtime (docker when an engine answers, else a process) is decided here, so render stays pure
     from ftlaunch.backends.local import docker as local_docker
 
     runtime = local_docker.plan_context(spec)
+    why = f"--cloud local runs here at no charge, {runtime['runtime_note']}; {note}"
+    if estimate and estimate.get("time"):
+        h = estimate["time"]["hours"]
+        why += f"; about {h[0] * 60:.1f}-{h[1] * 60:.1f} min ({estimate['time']['how']})"
     return Plan(spec=spec, job_name=name, cloud="local", offer=offer, offers=[offer], output_uri=output_uri,
                 image=runtime.get("image"), max_runtime_s=spec.resources.max_runtime,
-                why=f"--cloud local runs here at no charge, {runtime['runtime_note']}", estimate=estimate,
+                why=why, estimate=estimate,
                 context={"python": sys.executable, "job_dir": str(job_dir), **runtime})
 
 
@@ -127,60 +146,174 @@ def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _local_estimate(spec: Spec) -> dict[str, Any] | None:
-    """Peak memory for the local run, when the model's shape is known without the network; else None."""
+def _calibrate() -> Any:
+    from ftlaunch import calibrate
+
+    return calibrate
+
+
+def _local_gpu(names: list[str]) -> gpu_catalog.GPU | None:
+    """The catalog GPU the driver's first model name ('NVIDIA H100 80GB HBM3') is, when we know it."""
+    if not names:
+        return None
+    text = names[0].lower().replace("nvidia", "").replace("tesla", "")
+    for g in sorted(gpu_catalog.GPUS, key=lambda g: -len(g.name)):
+        if g.name.lower().split("-")[0] in text.split() or g.name.lower() in text:
+            return g
+    return None
+
+
+def _local_estimate(spec: Spec, calibrate: bool = False) -> dict[str, Any] | None:
+    """Peak memory and time for the local run, when the model's shape is known without the network; else None.
+    The GPU is the one this machine has (none: CPU, and no GPU claimed); the time comes from a step time
+    measured once per machine and model size (ftlaunch.calibrate) when `calibrate` (never with FTLAUNCH_CALIBRATE=0),
+    else read from the cache when there."""
     try:
         shape = shapes.resolve(spec.model, base_dir=spec.base_dir)
     except (errors.UserError, KeyError, TypeError, ValueError, OSError):
         return None  # an unreadable shape must not stop a local run; `estimate` reports it
-    gpu = gpu_catalog.find(spec.resources.gpu)
+    cal_mod = _calibrate()
+    have = cal_mod.local_gpus()
+    gpu = _local_gpu(have)
     w = estimator.workload_from_spec(spec, gpu)
-    world = max(1, spec.resources.gpus) * spec.resources.nodes
+    world = max(1, min(spec.resources.gpus, len(have) or 1))
     mem = estimator.memory(shape, w, world)
-    return {"model": shape.name, "params": shape.params, "size_class": shape.size_class,
-            "technique": spec.technique.value, "memory": mem.to_json(), "gpu": gpu.name if gpu else None,
-            "fits": estimator.fits(mem, gpu) if gpu else None}
+    out = {"model": shape.name, "params": shape.params, "size_class": shape.size_class,
+           "technique": spec.technique.value, "memory": mem.to_json(), "memory_unit": "GB (10^9 bytes)",
+           "gpu": gpu.name if gpu else None, "local_gpus": have,
+           "fits": estimator.fits(mem, gpu) if gpu else None, "time": None}
+    cal = cal_mod.get(shape, w, measure_if_missing=calibrate and os.environ.get("FTLAUNCH_CALIBRATE", "1") != "0")
+    if cal is not None:
+        tokens = estimator.count_tokens(spec.resolve_path(spec.dataset.path), w, max_samples=spec.dataset.max_samples)
+        out["time"] = cal_mod.local_hours(shape, w, tokens, cal)
+        out["tokens"] = dataclasses.asdict(tokens)
+    return out
+
+
+# --------------------------------------------------------------------------- what the spec needs of a target
+
+def gpus_explicit(spec: Spec) -> bool:
+    """True when the user set the GPU count (`gpus:` in the spec, `--gpu x:N`, `--set resources.gpus=N`);
+    False for the default of 1, which lets the planner pick an instance with more GPUs (and say so)."""
+    return "gpus" in spec.resources.model_fields_set
+
+
+def needs(spec: Spec) -> set:
+    """The capabilities a target must have to run `spec` (backends.base.Capability): several nodes, spot,
+    a region. cli.needs() calls this; the planner drops targets that lack one before ranking."""
+    from ftlaunch.backends.base import Capability
+
+    r = spec.resources
+    out = set()
+    if r.nodes > 1:
+        out.add(Capability.MULTI_NODE)
+    if r.spot:
+        out.add(Capability.SPOT)
+    if r.region:
+        out.add(Capability.REGION)
+    return out  # resources.runtime is a local-only setting (a spec may keep it when run on a cloud): not a need
+
+
+_UNSUPPORTED: dict[str, dict[str, str]] = {}
+
+
+def unsupported(target: str) -> dict[str, str]:
+    """{capability value: reason} a backend declares it lacks (its class's UNSUPPORTED), read from the source
+    of ftlaunch/backends/<target>/backend.py without importing it, so no cloud SDK loads while planning."""
+    if target not in _UNSUPPORTED:
+        import ast
+        import importlib.util
+
+        found: dict[str, str] = {}
+        spec = importlib.util.find_spec(f"ftlaunch.backends.{target}")
+        folder = Path(spec.origin).parent if spec and spec.origin else None
+        source = folder / "backend.py" if folder else None
+        if source is not None and source.exists():
+            for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "UNSUPPORTED"
+                                                        for t in node.targets) and isinstance(node.value, ast.Dict):
+                    for key, value in zip(node.value.keys, node.value.values):
+                        if isinstance(key, ast.Attribute) and isinstance(value, ast.Constant):
+                            found[key.attr.lower()] = str(value.value)
+        _UNSUPPORTED[target] = found
+    return _UNSUPPORTED[target]
+
+
+def refusals(spec: Spec, target: str) -> list[str]:
+    """Why `target` would refuse `spec` (empty when it would not): checked before offers are ranked."""
+    lacks = unsupported(target)
+    return [f"{target} cannot do {c.value}: {lacks[c.value]}" for c in sorted(needs(spec), key=lambda c: c.value)
+            if c.value in lacks]
 
 
 # --------------------------------------------------------------------------- cloud offers
 
+MAX_RUNTIME_FACTOR = 2.0  # the default maximum runtime: twice the estimate's high end ...
+MAX_RUNTIME_FLOOR_S = 3600  # ... and at least an hour, the same rule on every backend
+
+
 def _cloud(spec: Spec, name: str, targets: tuple[str, ...], *, optimize: str, require_fit: bool,
-           online: bool) -> Plan:
+           online: bool, explicit: bool) -> Plan:
     if optimize not in ("cost", "time"):
         raise errors.UserError(f"--optimize {optimize}: expected cost or time.")
     res = spec.resources
     shape = shapes.resolve(spec.model, base_dir=spec.base_dir, online=online)
     want = gpu_catalog.get(res.gpu) if res.gpu else None
-    rows = [r for r in prices.load() if r.target in targets and gpu_catalog.find(r.gpu) is not None]
+    warnings: list[str] = []
+    dropped: list[dict[str, str]] = []
+    allowed = []
+    for t in targets:
+        why_not = refusals(spec, t)
+        if why_not:
+            dropped.append({"target": t, "reason": "; ".join(why_not)})
+        else:
+            allowed.append(t)
+    rows = [r for r in prices.load() if r.target in allowed and gpu_catalog.find(r.gpu) is not None]
     if want is not None:
         rows = [r for r in rows if gpu_catalog.find(r.gpu) is want]
-    if res.gpus > 1 or (want is not None and res.gpus != 1):
-        rows = [r for r in rows if r.gpus == res.gpus]
     if res.region:
         rows = [r for r in rows if r.region == res.region]
     if res.spot:
         rows = [r for r in rows if r.spot_usd_per_hour is not None]
     if not rows:
+        refused = "".join(f"; {d['reason']}" for d in dropped)
         raise errors.UserError(
             f"no priced offer matches: targets {', '.join(targets)}, gpu {res.gpu or 'any'} x {res.gpus}"
-            f"{', region ' + res.region if res.region else ''}{', spot' if res.spot else ''}.",
+            f"{', region ' + res.region if res.region else ''}{', spot' if res.spot else ''}{refused}.",
             hint="`ftlaunch prices show` lists what is priced; drop --gpu/region or pick another cloud")
+    if explicit:
+        for t in dict.fromkeys(r.target for r in rows):
+            mine = [r for r in rows if r.target == t]
+            if not any(r.gpus == res.gpus for r in mine):
+                sizes = sorted({r.gpus for r in mine})
+                warnings.append(f"{t} has no instance with {res.gpus} x {want.name if want else 'GPU'}"
+                                f" (it offers {', '.join(map(str, sizes))} GPUs): its offers are shown, not chosen")
     tokens = estimator.count_tokens(spec.resolve_path(spec.dataset.path), estimator.workload_from_spec(spec),
                                     max_samples=spec.dataset.max_samples)
-    offers = [_offer(spec, shape, row, tokens) for row in rows]
+    today = _dt.date.today()
+    offers = []
+    for row in rows:
+        o = _offer(spec, shape, row, tokens)
+        o.flags = row.flags(today)
+        if explicit and row.gpus != res.gpus:
+            o.excluded = f"{row.gpus} GPUs per node; you asked for {res.gpus}"
+        elif row.doubtful:
+            o.excluded = "doubtful price (see its source; `ftlaunch prices refresh` replaces it)"
+        offers.append(o)
     offers.sort(key=lambda o: _rank_key(o, optimize))
     budget = res.max_cost
-    fitting = [o for o in offers if o.fits and (budget is None or o.cost[0] <= budget)]
+    eligible = [o for o in offers if o.fits and not o.excluded]
+    fitting = [o for o in eligible if budget is None or o.cost[0] <= budget]
     chosen = fitting[0] if fitting else None
-    first = offers[0]
+    first = next((o for o in offers if not o.excluded), offers[0])
     w = estimator.workload_from_spec(spec, gpu_catalog.find(first.gpu))
-    suggestions = [dataclasses.asdict(c) for c in
-                   estimator.make_fit(shape, w, gpu_catalog.get(first.gpu), first.gpus * first.nodes)] \
-        if not any(o.fits for o in offers) else []
+    suggestions = _suggestions(spec, shape, w, first) if not any(o.fits for o in offers) else []
     est = {"model": shape.name, "shape_source": shape.source or "built-in table", "params": shape.params,
            "size_class": shape.size_class, "technique": spec.technique.value, "tokens": dataclasses.asdict(tokens),
            "epochs": spec.hyperparameters.epochs, "optimize": optimize, "suggestions": suggestions,
-           "assumptions": _assumptions(spec, w), "one_gpu": _one_gpu(shape, spec)}
+           "assumptions": _assumptions(spec, w), "one_gpu": _one_gpu(shape, spec), "memory_unit": "GB (10^9 bytes)",
+           "headroom": estimator.HEADROOM, "dropped": dropped, "warnings": warnings,
+           "global_batch": _global_batch(spec, res.gpus * res.nodes)}
     if chosen is None:
         why = _no_fit_reason(offers, budget, suggestions)
         if require_fit:
@@ -188,15 +321,114 @@ def _cloud(spec: Spec, name: str, targets: tuple[str, ...], *, optimize: str, re
                                    "run `ftlaunch estimate` to see every offer")
         return Plan(spec=spec, job_name=name, cloud="+".join(targets), offer=None, offers=offers,
                     output_uri="", max_runtime_s=res.max_runtime, why=why, estimate=est)
-    max_runtime = res.max_runtime
-    if budget is not None and chosen.price_per_hour:
-        by_budget = int(budget / chosen.price_per_hour * 3600)
-        max_runtime = min(max_runtime, by_budget) if max_runtime else by_budget
+    fitted, batch_note = _fit_spec_to_offer(spec, chosen, explicit)
+    if fitted is not spec:  # re-plan the chosen offer as it will run (its GPU count, micro-batch, sharding)
+        row = next(r for r in rows if (r.target, r.instance, r.region) == (chosen.cloud, chosen.instance, chosen.region))
+        again = _offer(fitted, shape, row, tokens)
+        again.flags, again.excluded = chosen.flags, chosen.excluded
+        if again.fits:
+            offers[offers.index(chosen)] = chosen = again
+        spec = fitted
+    est["global_batch"] = _global_batch(spec, chosen.gpus * chosen.nodes)
+    if batch_note:
+        warnings.append(batch_note)
+    for flag, text in (("derived", "the chosen price is derived from a VM price and a factor, not quoted"),
+                       ("stale", f"the chosen price dates from {chosen.price_date}, more than "
+                                 f"{prices.STALE_DAYS} days ago: `ftlaunch prices refresh`")):
+        if flag in chosen.flags:
+            warnings.append(text)
+    max_runtime, runtime_how = _max_runtime(res.max_runtime, chosen, budget)
+    if budget is not None and chosen.cost[1] > budget:
+        warnings.append(
+            f"max_cost ${budget:,.2f} is below the estimate's high end ${chosen.cost[1]:,.2f}: the run stops after "
+            f"{budget / chosen.price_per_hour:.2f} h of the up to {chosen.hours[1]:.2f} h it may need. Fix: raise "
+            f"resources.max_cost to {_round_money(chosen.cost[1])}, use --spot, or a smaller offer")
     est["memory"] = chosen.details.get("memory")
+    est["max_runtime"] = runtime_how
     return Plan(spec=spec, job_name=name, cloud=chosen.cloud, offer=chosen, offers=offers,
                 output_uri=spec.output.path or "", max_runtime_s=max_runtime,
                 why=_why(chosen, offers, optimize, budget), estimate=est,
                 context=_backend_context(chosen.cloud, spec, name))
+
+
+def _round_money(x: float) -> str:
+    return f"{math.ceil(x):,}" if x >= 10 else f"{math.ceil(x * 100) / 100:.2f}"
+
+
+def _max_runtime(set_s: int | None, chosen: Offer, budget: float | None) -> tuple[int, str]:
+    """One rule for every backend: the spec's max_runtime, else MAX_RUNTIME_FACTOR x the estimate's high end
+    (at least MAX_RUNTIME_FLOOR_S); max_cost caps either."""
+    if set_s:
+        value, how = int(set_s), "resources.max_runtime"
+    else:
+        value = max(MAX_RUNTIME_FLOOR_S, int(math.ceil(chosen.hours[1] * MAX_RUNTIME_FACTOR * 3600)))
+        how = f"default: {MAX_RUNTIME_FACTOR:g} x the estimate's high end ({chosen.hours[1]:.2f} h), at least 1 h"
+    if budget is not None and chosen.price_per_hour:
+        by_budget = int(budget / chosen.price_per_hour * 3600)
+        if by_budget < value:
+            value, how = by_budget, f"max_cost ${budget:,.2f} / ${chosen.price_per_hour:,.2f} per hour"
+    return value, f"{value} s ({value / 3600:.2f} h): {how}"
+
+
+def _global_batch(spec: Spec, devices: int) -> dict[str, int]:
+    hp = spec.hyperparameters
+    return {"per_device": hp.batch_size, "devices": devices, "grad_accum": hp.grad_accum,
+            "global": hp.batch_size * devices * hp.grad_accum}
+
+
+def _fit_spec_to_offer(spec: Spec, chosen: Offer, explicit: bool) -> tuple[Spec, str]:
+    """The spec the chosen offer runs: its GPU count (so the uploaded spec and the request agree), FSDP when the
+    offer fits only sharded, and the global batch (per-device x devices x grad_accum) the user planned kept
+    where whole numbers allow it. Returns the spec and a line saying what changed ('' when nothing did)."""
+    res, hp = spec.resources, spec.hyperparameters
+    planned = hp.batch_size * max(1, res.gpus) * res.nodes * hp.grad_accum
+    res_update: dict[str, Any] = {}
+    note = ""
+    if chosen.details.get("distributed") == "fsdp" and res.distributed == "auto" and spec.technique.value != "full":
+        res_update["distributed"] = "fsdp"
+    if chosen.gpus != res.gpus and not explicit:
+        res_update["gpus"] = chosen.gpus
+        world = chosen.gpus * res.nodes
+        b, ga = hp.batch_size, hp.grad_accum
+        kept = next(((b2, planned // (world * b2)) for b2 in range(b, 0, -1)
+                     if planned % (world * b2) == 0), None)
+        if kept:
+            b, ga = kept
+            note = (f"{chosen.instance} has {chosen.gpus} GPUs where the spec left 1: micro-batch {b} x {world} GPUs "
+                    f"x grad_accum {ga} keeps the global batch of {planned}")
+        else:
+            note = (f"{chosen.instance} has {chosen.gpus} GPUs where the spec left 1: the global batch grows from "
+                    f"{planned} to {b * world * ga} (set resources.gpus to keep one GPU)")
+        if (b, ga) != (hp.batch_size, hp.grad_accum):
+            spec = spec.model_copy(update={"hyperparameters": hp.model_copy(update={"batch_size": b,
+                                                                                      "grad_accum": ga})})
+    if res_update:
+        spec = spec.model_copy(update={"resources": res.model_copy(update=res_update)})
+    return spec, note
+
+
+def _suggestions(spec: Spec, shape: shapes.Shape, w: estimator.Workload, first: Offer) -> list[dict[str, Any]]:
+    """make_fit's changes, each re-planned from the spec with its overrides applied (what following the hint
+    gives): dropped when the re-planned job does not fit, printed with the re-planned peak."""
+    from ftlaunch import spec as spec_mod
+
+    out = []
+    for c in estimator.make_fit(shape, w, gpu_catalog.get(first.gpu), first.gpus * first.nodes):
+        data = spec.to_json()
+        data["base_dir"] = spec.base_dir
+        try:
+            for item in c.overrides:
+                spec_mod.apply_override(data, item)
+            again = spec_mod.validate(data)
+        except errors.UserError:
+            continue
+        gpu = gpu_catalog.get(again.resources.gpu or c.gpu)
+        world = again.resources.gpus * again.resources.nodes
+        mem = estimator.memory(shape, estimator.workload_from_spec(again, gpu), world)
+        if estimator.fits(mem, gpu):
+            out.append(dataclasses.asdict(c) | {"peak_gb": round(mem.peak_gb, 2), "gpu": gpu.name, "gpus": world,
+                                               "nodes": again.resources.nodes, "replanned": True})
+    return out
 
 
 def _backend_context(cloud: str, spec: Spec, name: str) -> dict[str, Any]:
@@ -220,6 +452,11 @@ def _offer(spec: Spec, shape: shapes.Shape, row: prices.PriceRow, tokens: estima
     world = row.gpus * nodes
     w = estimator.workload_from_spec(spec, gpu)
     mem = estimator.memory(shape, w, world)
+    sharded = False
+    if world > 1 and w.distributed == "auto" and not estimator.fits(mem, gpu):
+        fsdp = estimator.memory(shape, w, world, "zero3")  # LoRA/QLoRA sharded too, where replicas do not fit
+        if estimator.fits(fsdp, gpu):
+            mem, sharded = fsdp, True
     t = estimator.time(shape, w, gpu, world, tokens, target=row.target, nodes=nodes)
     spot = spec.resources.spot
     hourly = (row.spot_usd_per_hour if spot else row.usd_per_hour) * nodes
@@ -229,8 +466,11 @@ def _offer(spec: Spec, shape: shapes.Shape, row: prices.PriceRow, tokens: estima
                  spot=spot, price_per_hour=round(hourly, 4), hours=(round(hours[0], 3), round(hours[1], 3)),
                  cost=(round(hourly * hours[0], 2), round(hourly * hours[1], 2)),
                  peak_gb_per_gpu=round(mem.peak_gb, 2), fits=fits,
-                 note="" if fits else f"needs {mem.peak_gb:.1f} GB per GPU, has {gpu.memory_gb:.1f}",
-                 details=dict(row.details, gpu_memory_gb=round(gpu.memory_gb, 1), memory=mem.to_json(),
+                 note=("sharded (FSDP)" if sharded else "") if fits else
+                 f"needs {mem.peak_gb:.1f} GB per GPU, fits {estimator.usable_gb(gpu):.1f} of {gpu.memory_gb:.1f} GB",
+                 details=dict(row.details, gpu_memory_gb=round(gpu.memory_gb, 1),
+                              usable_gb=round(estimator.usable_gb(gpu), 1), memory=mem.to_json(),
+                              **({"distributed": "fsdp"} if sharded or mem.strategy == "zero3" else {}),
                               mfu=[round(x, 3) for x in t.mfu], startup_hours=[round(x, 3) for x in t.startup_hours],
                               flops=[float(f"{x:.3g}") for x in t.flops]),
                  spot_price_per_hour=row.spot_usd_per_hour * nodes if row.spot_usd_per_hour else None,
@@ -253,32 +493,46 @@ def _rank_key(o: Offer, optimize: str) -> tuple:
     mid_cost = sum(o.cost) / 2
     mid_hours = sum(o.hours) / 2
     primary = (mid_cost, mid_hours) if optimize == "cost" else (mid_hours, mid_cost)
-    return (not o.fits, *primary, o.cloud, o.instance)
+    return (not o.fits, bool(o.excluded), *primary, o.cloud, o.instance)
 
 
 def _why(chosen: Offer, offers: list[Offer], optimize: str, budget: float | None) -> str:
-    n_fit = sum(1 for o in offers if o.fits)
+    n_fit = sum(1 for o in offers if o.fits and not o.excluded)
     word = "cheapest" if optimize == "cost" else "fastest"
-    text = (f"{chosen.cloud} {chosen.instance} ({chosen.gpus} x {chosen.gpu}) is the {word} of {n_fit} offers that fit "
+    hardware = (f"{chosen.nodes} nodes x {chosen.gpus} x {chosen.gpu} = {chosen.nodes * chosen.gpus} GPUs"
+                if chosen.nodes > 1 else f"1 node x {chosen.gpus} x {chosen.gpu}")
+    text = (f"{chosen.cloud} {chosen.instance} ({hardware}) is the {word} of {n_fit} offers that fit "
             f"({len(offers)} priced): ${chosen.cost[0]:,.2f}-${chosen.cost[1]:,.2f} over {chosen.hours[0]:.2f}-"
             f"{chosen.hours[1]:.2f} h at ${chosen.price_per_hour:,.2f}/h, peak {chosen.peak_gb_per_gpu:.1f} GB per GPU "
-            f"of {chosen.details.get('gpu_memory_gb')}")
+            f"of {chosen.details.get('gpu_memory_gb')} GB (fits within {estimator.HEADROOM:.0%})")
+    if chosen.details.get("distributed") == "fsdp":
+        text += ", sharded with FSDP"
     if budget is not None:
-        text += f"; max_cost ${budget:,.2f} caps the run at {budget / chosen.price_per_hour:.2f} h"
+        text += f"; max_cost ${budget:,.2f} stops the run after {budget / chosen.price_per_hour:.2f} h"
     return text
 
 
 def _no_fit_reason(offers: list[Offer], budget: float | None, suggestions: list[dict[str, Any]]) -> str:
-    if any(o.fits for o in offers):
-        cheapest = min((o for o in offers if o.fits), key=lambda o: o.cost[0])
+    if any(o.fits and not o.excluded for o in offers):
+        cheapest = min((o for o in offers if o.fits and not o.excluded), key=lambda o: o.cost[0])
         return (f"every offer that fits costs more than max_cost ${budget:,.2f} (cheapest: {cheapest.cloud} "
                 f"{cheapest.instance}, ${cheapest.cost[0]:,.2f}-${cheapest.cost[1]:,.2f}).")
-    best = min(offers, key=lambda o: o.peak_gb_per_gpu or 0)
-    text = (f"the job does not fit on any offer: it needs {best.peak_gb_per_gpu:.1f} GB per GPU at best "
-            f"({best.gpus} x {best.gpu}).")
+    fit_excluded = [o for o in offers if o.fits]
+    if fit_excluded:
+        o = fit_excluded[0]
+        text = (f"no offer that fits can be chosen: {len(fit_excluded)} fit but are excluded (e.g. {o.cloud} "
+                f"{o.instance}: {o.excluded}).")
+        if "GPUs per node" in o.excluded:
+            text += (f" To accept it: --gpu {(o.gpu or '').lower()}:{o.gpus} (the global batch grows with the GPU "
+                     f"count unless you lower batch_size or grad_accum); or try another --cloud.")
+    else:
+        best = min([o for o in offers if not o.excluded] or offers, key=lambda o: o.peak_gb_per_gpu or 0)
+        text = (f"the job does not fit on any offer: it needs {best.peak_gb_per_gpu:.1f} GB per GPU at best "
+                f"({best.gpus} x {best.gpu}; an offer fits within {estimator.HEADROOM:.0%} of GPU memory).")
     if suggestions:
-        text += " What would fit: " + "; ".join(f"{c['what']} -> {c['peak_gb']:.1f} GB per GPU on {c['gpus']} x "
-                                                  f"{c['gpu']} ({c['spec_change']})" for c in suggestions[:4])
+        text += " What would fit (re-planned): " + "; ".join(
+            f"{c['what']} -> {c['peak_gb']:.1f} GB per GPU on {c['gpus']} x {c['gpu']} ({c['spec_change']})"
+            for c in suggestions[:4])
     return text
 
 

@@ -19,6 +19,7 @@ from ftlaunch.catalog import prices as price_catalog
 from ftlaunch.techniques import USE_CASES, Technique
 
 ALL_TARGETS = plan.TARGETS
+NOTHING_FITS = 4  # `ftlaunch estimate` exit code when no offer fits (or none can be chosen); see README
 
 
 # --------------------------------------------------------------------------- computing
@@ -30,7 +31,8 @@ def offers_table(p: plan.Plan) -> list[dict[str, Any]]:
         rows.append({"target": o.cloud, "instance": o.instance, "gpu": o.gpu, "gpus": o.gpus * o.nodes,
                      "usd_per_hour": o.price_per_hour, "hours": list(o.hours) if o.hours else None,
                      "total_usd": list(o.cost) if o.cost else None, "peak_gb_per_gpu": o.peak_gb_per_gpu,
-                     "fits": o.fits, "spot": o.spot, "region": o.region,
+                     "fits": o.fits, "spot": o.spot, "region": o.region, "nodes": o.nodes,
+                     "price_flags": list(o.flags), "excluded": o.excluded or None,
                      "chosen": p.offer is not None and o is p.offer})
     return rows
 
@@ -41,17 +43,21 @@ def estimate_plan(spec_path: str, overrides: tuple[str, ...] = (), cloud: str | 
     extra = list(overrides)
     if gpu:
         extra.append(f"resources.gpu={gpu}")
-    if cloud and cloud not in ("auto", "local"):
+    if cloud and cloud != "auto":
         extra.append(f"resources.cloud={cloud}")
     spec = spec_mod.load(spec_path, tuple(extra))
-    targets = ALL_TARGETS if (cloud in (None, "auto", "local") and spec.resources.cloud in ("local", "auto")) \
+    if cloud == "local":  # this machine: its own GPUs (or none) and a measured step time, not the clouds' offers
+        return plan.make(spec, name=spec.name, optimize=optimize, require_fit=False, online=online, calibrate=True)
+    targets = ALL_TARGETS if cloud == "auto" or (cloud is None and spec.resources.cloud in ("local", "auto")) \
         else (spec.resources.cloud,)
     return plan.make(spec, name=spec.name, targets=targets, optimize=optimize, require_fit=False, online=online)
 
 
 def plan_json(p: plan.Plan) -> dict[str, Any]:
+    est = p.estimate or {}
     return {"job_name": p.job_name, "cloud": p.cloud, "chosen": dataclasses.asdict(p.offer) if p.offer else None,
-            "why": p.why, "max_runtime_s": p.max_runtime_s, "offers": offers_table(p), "estimate": p.estimate}
+            "why": p.why, "max_runtime_s": p.max_runtime_s, "memory_unit": "GB", "warnings": est.get("warnings", []),
+            "offers": offers_table(p), "estimate": p.estimate}
 
 
 def gpus_table(model: str, params: str | None = None, seq_len: int = 2048, batch_size: int = 1,
@@ -89,7 +95,7 @@ def recommendation(model: str, use_case: str, params: str | None = None, seq_len
         best = None
         for row in rows:
             g = gpu_catalog.find(row.gpu)
-            if g is None or row.usd_per_hour is None:
+            if g is None or row.usd_per_hour is None or row.doubtful:  # a doubtful price is never the choice
                 continue
             mem = estimator.memory(shape, dataclasses.replace(w, precision="bf16" if g.bf16 else "fp16"), row.gpus)
             if not estimator.fits(mem, g):
@@ -132,12 +138,15 @@ def print_plan(console: Any, p: plan.Plan, max_rows: int = 20) -> None:
                          ("hours", "right"), ("total $", "right"), ("peak GB/GPU", "right"), ("fits", "center")):
         table.add_column(col, justify=justify, overflow="fold")
     rows = offers_table(p)
+    marks = {"doubtful": "!", "derived": "d", "stale": "s"}
     for row in rows[:max_rows]:
-        mark = "[bold green]*[/] " if row["chosen"] else ""
+        mark = "[bold green]*[/] " if row["chosen"] else "[dim]x[/] " if row["excluded"] else ""
         hours, cost = row["hours"], row["total_usd"]
-        table.add_row(mark + row["target"], row["instance"] + (" (spot)" if row["spot"] else ""),
-                      f"{row['gpus']} x {row['gpu']}" if row["gpu"] else "CPU",
-                      f"{row['usd_per_hour']:,.2f}",
+        price_marks = "".join(marks[f] for f in row["price_flags"] if f in marks)
+        gpus = (f"{row['nodes']} x {row['gpus'] // row['nodes']} x {row['gpu']}" if row["nodes"] > 1
+                else f"{row['gpus']} x {row['gpu']}") if row["gpu"] else "CPU"
+        table.add_row(mark + row["target"], row["instance"] + (" (spot)" if row["spot"] else ""), gpus,
+                      f"{row['usd_per_hour']:,.2f}" + (f" {price_marks}" if price_marks else ""),
                       f"{hours[0]:.2f}-{hours[1]:.2f}" if hours else "-",
                       f"{cost[0]:,.2f}-{cost[1]:,.2f}" if cost else "-",
                       f"{row['peak_gb_per_gpu']:.1f}" if row["peak_gb_per_gpu"] is not None else "?",
@@ -145,16 +154,30 @@ def print_plan(console: Any, p: plan.Plan, max_rows: int = 20) -> None:
     console.print(table)
     if len(rows) > max_rows:
         console.print(f"... {len(rows) - max_rows} more offers (--json lists all)")
+    console.print(f"[dim]memory in GB (10^9 bytes); an offer fits within {estimator.HEADROOM:.0%} of GPU memory; "
+                  "x: shown, not chosen (--json says why); $/h marks: ! doubtful (never chosen), d derived from a "
+                  f"VM price, s older than {price_catalog.STALE_DAYS} days[/]")
+    for d in est.get("dropped") or []:
+        console.print(f"dropped {d['target']} before ranking: {d['reason']}")
+    excluded = sorted({r["excluded"] for r in rows if r["excluded"] and r["fits"]})
+    for why in excluded[:3]:
+        console.print(f"[dim]not chosen ({why})[/]")
     one = est.get("one_gpu")
     if one:
         where = ", ".join(one["fits_on"]) if one["fits_on"] else "none of the catalog's GPUs"
         console.print(f"on one GPU it needs {one['peak_gb']:.1f} GB: fits {where}")
+    batch = est.get("global_batch")
+    if batch:
+        console.print(f"global batch {batch['global']} = micro-batch {batch['per_device']} x {batch['devices']} GPUs x "
+                      f"grad_accum {batch['grad_accum']}")
     if p.offer is not None:
         console.print(f"[bold]chosen:[/] {p.why}")
         if p.max_runtime_s:
-            console.print(f"maximum runtime: {p.max_runtime_s} s")
+            console.print(f"maximum runtime: {est.get('max_runtime') or f'{p.max_runtime_s} s'}")
     else:
         console.print(f"[bold red]nothing chosen:[/] {p.why}")
+    for line in est.get("warnings") or []:
+        console.print(f"[yellow]warning:[/] {line}")
 
 
 def _console() -> Any:
@@ -194,6 +217,8 @@ def estimate(spec: str, overrides: tuple[str, ...], cloud: str | None, gpu: str 
         _print_json(plan_json(p))
     else:
         print_plan(_console(), p)
+    if p.offer is None or p.offer.fits is False:
+        raise SystemExit(NOTHING_FITS)
 
 
 @click.command("gpus")
@@ -216,7 +241,7 @@ def gpus(model: str | None, params: str | None, seq_len: int, batch_size: int, o
     console = _console()
     console.print(f"[bold]{data['model']}[/]: {data['params'] / 1e9:.2f}B parameters, {data['size_class']} "
                   f"(micro-batch {batch_size} x {seq_len} tokens, gradient checkpointing, bf16)")
-    table = Table(title="peak GB per GPU / GPUs needed (1, 2, 4, 8; sharded)")
+    table = Table(title=f"peak GB per GPU / GPUs needed (1, 2, 4, 8; sharded; fits within {estimator.HEADROOM:.0%})")
     techniques = list(dict.fromkeys(r["technique"] for r in data["rows"]))
     table.add_column("GPU")
     for t in techniques:
@@ -227,7 +252,7 @@ def gpus(model: str | None, params: str | None, seq_len: int, batch_size: int, o
             r = next(x for x in data["rows"] if x["gpu"] == g and x["technique"] == t)
             cells.append(f"{r['peak_gb_one_gpu']:.1f} / {r['gpus_needed'] or '>8'}")
         mem = next(x for x in data["rows"] if x["gpu"] == g)["gpu_memory_gb"]
-        table.add_row(f"{g} ({mem:.0f} GB)", *cells)
+        table.add_row(f"{g} ({mem:.1f} GB)", *cells)
     console.print(table)
 
 
@@ -273,13 +298,13 @@ def prices_show(target: str | None, gpu: str | None, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table()
-    for col in ("target", "instance", "GPUs", "region", "$/h", "spot $/h", "date", "source"):
+    for col in ("target", "instance", "GPUs", "region", "$/h", "spot $/h", "date", "flags", "source"):
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(r["target"], r["instance"], f"{r['gpus']} x {r['gpu']}", r["region"],
                       f"{r['usd_per_hour']:.4f}" if r["usd_per_hour"] is not None else "-",
                       f"{r['spot_usd_per_hour']:.4f}" if r["spot_usd_per_hour"] is not None else "-",
-                      r["date"], r["source"])
+                      r["date"], ", ".join(r["flags"]), r["source"])
     _console().print(table)
 
 

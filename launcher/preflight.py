@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
+from ftlaunch import models
 from ftlaunch.techniques import Task
 
 READABLE = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt")
@@ -97,6 +98,9 @@ def check(spec: Any, tokenizer: Any = None) -> Report:
     """Checks the spec's training data (and eval_path's, when local); never raises for bad data."""
     path = spec.resolve_path(spec.dataset.path)
     report = Report(path=path, max_length=spec.hyperparameters.max_length)
+    if models.looks_local(spec.dataset.path) and not Path(path).exists():  # spec.load refuses this too
+        report.problems.append(Problem(f"dataset.path '{spec.dataset.path}' does not exist", file=path))
+        return report
     if "://" in path or not Path(path).exists():
         report.checked = False
         report.notes.append("the data is not a local file (hub name or cloud URI); the job checks it when it loads it")

@@ -29,7 +29,7 @@ def results(folder: Path) -> str:
                          f"({s.get('trainable_percent', 0):.3f}%)")
         if s.get("train_runtime_s") is not None:
             lines.append(f"training time: {s['train_runtime_s']:.1f} s; peak memory "
-                         f"{s.get('peak_memory_bytes', 0) / 2**30:.2f} GiB")
+                         f"{s.get('peak_memory_bytes', 0) / 1e9:.2f} GB")
         for sample in s.get("samples", []):
             lines += [f"prompt: {sample['prompt']!r}", f"  before: {sample['before']!r}",
                       f"  after:  {sample['after']!r}"]

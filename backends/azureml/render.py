@@ -106,9 +106,9 @@ def render(plan: Any) -> base.JobRequest:
 
 
 def image(plan: Any) -> str:
-    """The trainer image: plan.image, else FTLAUNCH_AZUREML_IMAGE, else `<registry>/ftlaunch-trainer:<tag>`."""
-    ctx = plan.context
-    return plan.image or ctx.get("image") or f"{ctx['registry'].rstrip('/')}/ftlaunch-trainer:{ctx['image_tag']}"
+    """The trainer image: plan.image (`--image`), else the one settings resolved at plan time: the per-backend
+    image setting, or `<registry>/ftlaunch-trainer:<tag>` (the content tag, the same on every cloud)."""
+    return plan.image or plan.context["image"]
 
 
 def token(channel: str) -> str:

@@ -14,10 +14,11 @@ plan time from the environment and $FTLAUNCH_HOME/config.yaml (section `azureml:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from ftlaunch import __version__
 from ftlaunch.backends import base
+from ftlaunch.containers import image as image_mod
 
 TABLE = {  # context key: (environment variable, default)
     "subscription": ("FTLAUNCH_AZURE_SUBSCRIPTION", None),
@@ -27,7 +28,7 @@ TABLE = {  # context key: (environment variable, default)
     "spot_compute": ("FTLAUNCH_AZURE_SPOT_COMPUTE", None),  # a cluster with tier low_priority
     "registry": ("FTLAUNCH_ACR_REGISTRY", None),
     "image": ("FTLAUNCH_AZUREML_IMAGE", None),  # a full image reference; overrides registry and tag
-    "image_tag": ("FTLAUNCH_IMAGE_TAG", __version__),
+    "image_tag": ("FTLAUNCH_IMAGE_TAG", None),  # a prebuilt tag in the registry; unset: the content tag
     "datastore": ("FTLAUNCH_AZURE_DATASTORE", "workspaceblobstore"),
     "prefix": ("FTLAUNCH_AZURE_PREFIX", "ftlaunch"),
     "experiment": ("FTLAUNCH_AZURE_EXPERIMENT", "ftlaunch"),
@@ -50,4 +51,6 @@ def resolve(spec: Any, job_name: str, env: dict[str, str] | None = None) -> dict
         ctx["key_vault"] = base.placeholder("FTLAUNCH_AZURE_KEY_VAULT", lower=True)
     ctx["prefix"] = str(ctx["prefix"]).strip("/")
     ctx["inputs"] = base.local_inputs(spec)
+    ctx.update(image_mod.for_cloud(ctx["registry"], os.environ if env is None else env, image=ctx["image"],
+                                   tag=ctx["image_tag"]))
     return ctx

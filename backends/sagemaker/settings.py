@@ -10,10 +10,11 @@ and $FTLAUNCH_HOME/config.yaml (section `sagemaker:`), so that render() stays pu
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from ftlaunch import __version__
 from ftlaunch.backends import base
+from ftlaunch.containers import image as image_mod
 
 TABLE = {  # context key: (environment variable, default)
     "role_arn": ("FTLAUNCH_SAGEMAKER_ROLE", None),
@@ -21,7 +22,7 @@ TABLE = {  # context key: (environment variable, default)
     "prefix": ("FTLAUNCH_S3_PREFIX", "ftlaunch"),
     "registry": ("FTLAUNCH_ECR_REGISTRY", None),
     "image": ("FTLAUNCH_SAGEMAKER_IMAGE", None),  # a full image URI; overrides registry and tag
-    "image_tag": ("FTLAUNCH_IMAGE_TAG", __version__),
+    "image_tag": ("FTLAUNCH_IMAGE_TAG", None),  # a prebuilt tag in the registry; unset: the content tag
     "volume_gb": ("FTLAUNCH_SAGEMAKER_VOLUME_GB", 100),
 }
 
@@ -39,4 +40,6 @@ def resolve(spec: Any, job_name: str, env: dict[str, str] | None = None) -> dict
     ctx["volume_gb"] = int(ctx["volume_gb"])
     ctx["prefix"] = str(ctx["prefix"]).strip("/")
     ctx["inputs"] = base.local_inputs(spec)
+    ctx.update(image_mod.for_cloud(ctx["registry"], os.environ if env is None else env, image=ctx["image"],
+                                   tag=ctx["image_tag"]))
     return ctx

@@ -110,9 +110,9 @@ def run_script(nodes: int, gpus: int, max_runtime_s: int | None = None) -> str:
 
 
 def image(plan: Any) -> str:
-    """The trainer image: plan.image, else FTLAUNCH_SKYPILOT_IMAGE, else `<registry>/ftlaunch-trainer:<tag>`."""
-    ctx = plan.context
-    return plan.image or ctx.get("image") or f"{ctx['registry'].rstrip('/')}/ftlaunch-trainer:{ctx['image_tag']}"
+    """The trainer image: plan.image (`--image`), else the one settings resolved at plan time: the per-backend
+    image setting, or `<registry>/ftlaunch-trainer:<tag>` (the content tag, the same on every cloud)."""
+    return plan.image or plan.context["image"]
 
 
 def label(text: str) -> str:

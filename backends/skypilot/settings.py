@@ -12,17 +12,18 @@ reads from the launcher's environment and hands to SkyPilot as task secrets.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from ftlaunch import __version__
 from ftlaunch.backends import base
+from ftlaunch.containers import image as image_mod
 
 TABLE = {  # context key: (environment variable, default)
     "bucket": ("FTLAUNCH_SKYPILOT_BUCKET", None),
     "prefix": ("FTLAUNCH_SKYPILOT_PREFIX", "ftlaunch"),
     "registry": ("FTLAUNCH_SKYPILOT_REGISTRY", None),
     "image": ("FTLAUNCH_SKYPILOT_IMAGE", None),  # a full image reference; overrides registry and tag
-    "image_tag": ("FTLAUNCH_IMAGE_TAG", __version__),
+    "image_tag": ("FTLAUNCH_IMAGE_TAG", None),  # a prebuilt tag in the registry; unset: the content tag
     "disk_gb": ("FTLAUNCH_SKYPILOT_DISK_GB", 256),
     "max_restarts_on_errors": ("FTLAUNCH_SKYPILOT_MAX_RESTARTS", 0),
 }
@@ -40,4 +41,6 @@ def resolve(spec: Any, job_name: str, env: dict[str, str] | None = None) -> dict
     ctx["max_restarts_on_errors"] = int(ctx["max_restarts_on_errors"])
     ctx["prefix"] = str(ctx["prefix"]).strip("/")
     ctx["inputs"] = base.local_inputs(spec)
+    ctx.update(image_mod.for_cloud(ctx["registry"], os.environ if env is None else env, image=ctx["image"],
+                                   tag=ctx["image_tag"]))
     return ctx

@@ -88,9 +88,9 @@ def boot_disk_type(machine_type: str) -> str:
 
 
 def image(plan: Any) -> str:
-    """The trainer image: plan.image, else FTLAUNCH_VERTEX_IMAGE, else `<registry>/ftlaunch-trainer:<tag>`."""
-    ctx = plan.context
-    return plan.image or ctx.get("image") or f"{ctx['registry'].rstrip('/')}/ftlaunch-trainer:{ctx['image_tag']}"
+    """The trainer image: plan.image (`--image`), else the one settings resolved at plan time: the per-backend
+    image setting, or `<registry>/ftlaunch-trainer:<tag>` (the content tag, the same on every cloud)."""
+    return plan.image or plan.context["image"]
 
 
 def label(text: str) -> str:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftlaunch import __version__
 from ftlaunch.backends import base
+from ftlaunch.containers import image as image_mod
 
 TABLE = {  # context key: (environment variable, default)
     "project": ("FTLAUNCH_GCP_PROJECT", None),
@@ -23,7 +23,7 @@ TABLE = {  # context key: (environment variable, default)
     "service_account": ("FTLAUNCH_VERTEX_SERVICE_ACCOUNT", None),  # unset: Vertex's default service agent
     "registry": ("FTLAUNCH_ARTIFACT_REGISTRY", None),
     "image": ("FTLAUNCH_VERTEX_IMAGE", None),  # a full image URI; overrides registry and tag
-    "image_tag": ("FTLAUNCH_IMAGE_TAG", __version__),
+    "image_tag": ("FTLAUNCH_IMAGE_TAG", None),  # a prebuilt tag in the registry; unset: the content tag
     "boot_disk_gb": ("FTLAUNCH_VERTEX_DISK_GB", 100),
 }
 
@@ -43,4 +43,5 @@ def resolve(spec: Any, job_name: str, env: dict[str, str] | None = None) -> dict
     ctx["boot_disk_gb"] = int(ctx["boot_disk_gb"])
     ctx["prefix"] = str(ctx["prefix"]).strip("/")
     ctx["inputs"] = base.local_inputs(spec)
+    ctx.update(image_mod.for_cloud(ctx["registry"], env, image=ctx["image"], tag=ctx["image_tag"]))
     return ctx

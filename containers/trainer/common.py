@@ -270,6 +270,7 @@ def summary(job: Job, model: Any, result: Any, **metrics: Any) -> dict[str, Any]
         "resumed_from_step": checkpoints.step_of(job.resume_from) if job.resume_from else None,
         "tokens_seen": int(job.metrics.tokens_seen),
         "peak_memory_bytes": outputs.peak_memory_bytes(),
+        "peak_memory_gb": round(outputs.peak_memory_bytes() / 1e9, 3),  # GB = 10^9 bytes, as every ftlaunch figure
         "device": job.device,
         "precision": job.precision,
         "processes": job.world_size,

@@ -9,8 +9,10 @@ from ftlaunch import errors
 
 @dataclasses.dataclass(frozen=True)
 class GPU:
-    """One accelerator model. Memory in GB (1e9 bytes) as the clouds' catalogs report it per GPU (SkyPilot's
-    GpuInfo MemoryInfo, in MiB); the estimator's 1 GB runtime overhead covers what the driver keeps."""
+    """One accelerator model. Memory in GB (1e9 bytes, the unit of every memory figure ftlaunch shows), from
+    what the driver reports per GPU (SkyPilot's GpuInfo MemoryInfo, in MiB), checked against the vendor's
+    datasheet (whose "16 GB", "80 GB" are binary: 80 GiB = 85.9 GB); the estimator's 1 GB runtime overhead
+    covers the CUDA context and estimator.HEADROOM the rest of the margin."""
 
     name: str  # canonical name, as SkyPilot's catalog spells it
     memory_gb: float  # driver-visible memory per GPU, GB (1e9 bytes)
@@ -30,9 +32,11 @@ class GPU:
 _MIB = 1024 * 1024 / 1e9  # GB per MiB
 
 GPUS: tuple[GPU, ...] = (
-    GPU("T4", 16384 * _MIB, 65.0, 320, "PCIe Gen3 x16", 16, bf16=False, aliases=("tesla-t4", "nvidia-tesla-t4"),
+    GPU("T4", 15360 * _MIB, 65.0, 320, "PCIe Gen3 x16", 16, bf16=False, aliases=("tesla-t4", "nvidia-tesla-t4"),
         source="FP16 tensor 65 TF: winston-zhang-orz/gpu-specs; 320 GB/s (0.3 TB/s in acml-project1); "
-               "16384 MiB: SkyPilot AWS catalog; no bf16 (Turing)"),
+               "16 GB GDDR6 on NVIDIA's T4 datasheet, of which the driver reports 15360 MiB (16.1 GB; nvidia-smi "
+               "on g4dn/Colab T4s, recalled); SkyPilot's catalog rounds it up to 16384 MiB (17.2 GB), "
+               "which made a 15.8 GB job look like it fits; no bf16 (Turing)"),
     GPU("L4", 22888 * _MIB, 121.0, 300, "PCIe Gen4 x16", 32, aliases=("nvidia-l4",),
         source="121 TF dense bf16 (242 sparse), 300 GB/s: winston-zhang-orz/gpu-specs; 22888 MiB: SkyPilot AWS "
                "catalog (GCP reports 24576)"),

@@ -57,6 +57,8 @@ GCP_MACHINE_GPU = {"a2-highgpu": "A100", "a2-megagpu": "A100", "a2-ultragpu": "A
                    "a3-megagpu": "H100-MEGA", "a3-ultragpu": "H200", "a4-highgpu": "B200"}
 GCP_ANOMALOUS = {("us-central1", "H100"), ("us-central1", "H200"), ("us-central1", "A100-80GB"),
                  ("us-central1", "B200"), ("us-central1", "H100-MEGA")}
+STALE_DAYS = 365  # a price row older than this is marked stale in the plan and warned about when chosen
+DOUBTFUL_MARK = "caution:"  # in a row's source: the builder flagged the price (see GCP_ANOMALY_NOTE)
 GCP_ANOMALY_NOTE = ("; caution: this region's per-GPU price differs ~2x from other regions in the catalog "
                     "(possibly a DWS/flex-start SKU) - check with `ftlaunch prices refresh`")
 AZURE_FIXES = {  # armSkuName -> (gpu, count, why)
@@ -89,6 +91,29 @@ class PriceRow:
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.target, self.instance, self.region)
+
+    @property
+    def doubtful(self) -> bool:
+        """A price the table itself flags as unlikely (GCP's ~2x regional anomalies): never chosen, shown marked."""
+        return DOUBTFUL_MARK in self.source or bool(self.details.get("doubtful"))
+
+    @property
+    def derived(self) -> bool:
+        """A managed-service price computed from a VM price and a factor, not quoted by the provider."""
+        return self.source.startswith("derived")
+
+    def stale(self, today: _dt.date | None = None) -> bool:
+        """Older than STALE_DAYS, or undated ('before 2025-06')."""
+        try:
+            when = _dt.date.fromisoformat(self.date)
+        except ValueError:
+            return True
+        return ((today or _dt.date.today()) - when).days > STALE_DAYS
+
+    def flags(self, today: _dt.date | None = None) -> list[str]:
+        """'doubtful', 'derived', 'stale': what the planner marks on an offer priced from this row."""
+        return [name for name, on in (("doubtful", self.doubtful), ("derived", self.derived),
+                                      ("stale", self.stale(today))) if on]
 
     def to_csv(self) -> dict[str, str]:
         return {"target": self.target, "instance": self.instance, "gpu": self.gpu, "gpus": str(self.gpus),
@@ -154,7 +179,7 @@ def table(rows: Iterable[PriceRow], target: str | None = None, gpu: str | None =
             continue
         out.append({"target": r.target, "instance": r.instance, "gpu": r.gpu, "gpus": r.gpus, "region": r.region,
                     "usd_per_hour": r.usd_per_hour, "spot_usd_per_hour": r.spot_usd_per_hour, "date": r.date,
-                    "source": r.source})
+                    "source": r.source, "flags": r.flags()})
     return out
 
 

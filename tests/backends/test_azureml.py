@@ -51,7 +51,7 @@ def test_render_matches_golden_and_azure_ml_job_schema(golden, overrides):
     job = load_command_job(request.payload)
     p = request.payload
     assert job.name == job.display_name == "quickstart-20260101-000000-abcd"
-    assert job.environment.image == "unset-ftlaunch-acr-registry.azurecr.io/ftlaunch-trainer:0.1.0"
+    assert job.environment.image == f"unset-ftlaunch-acr-registry.azurecr.io/ftlaunch-trainer:{golden_files.CONTENT_TAG}"
     assert set(job.inputs) == {"spec", "train", "eval", "model"} and set(job.outputs) == {"outputs", "checkpoints"}
     assert job.outputs["outputs"].path.endswith("/jobs/quickstart-20260101-000000-abcd/outputs/")
     assert job.tags["ftlaunch:vm-size"] == "Standard_ND96asr_v4"
@@ -70,7 +70,7 @@ def test_render_matches_golden_and_azure_ml_job_schema(golden, overrides):
         assert request.secrets == ["HF_TOKEN"]
     else:
         assert job.compute == "unset-ftlaunch-azure-compute" and job.distribution is None
-        assert "limits" not in p
+        assert p["limits"]["timeout"] == 3600  # the planner's default max runtime, at least 1 h (issue 14)
 
 
 @pytest.mark.parametrize("provider, ours", [

@@ -42,7 +42,7 @@ def test_render_matches_golden(golden, overrides):
     golden_files.check(golden, request)
     p = request.payload
     res = p["resources"]
-    assert res["image_id"] == "docker:docker.io/unset-ftlaunch-skypilot-registry/ftlaunch-trainer:0.1.0"
+    assert res["image_id"] == f"docker:docker.io/unset-ftlaunch-skypilot-registry/ftlaunch-trainer:{golden_files.CONTENT_TAG}"
     assert p["file_mounts"]["/ftlaunch/outputs"] == {
         "source": "s3://unset-ftlaunch-skypilot-bucket/ftlaunch/jobs/quickstart-20260101-000000-abcd/outputs",
         "mode": "MOUNT_CACHED"}
@@ -60,7 +60,8 @@ def test_render_matches_golden(golden, overrides):
         assert res["infra"] == "aws/us-east-1" and "--nproc_per_node" in p["run"]
     else:
         assert res["accelerators"] == "A100:1" and res["infra"] == "gcp/us-central1"
-        assert p["run"] == "exec python -m ftlaunch.containers.trainer\n"
+        # the planner's default max runtime (2 x the estimate's high end, at least 1 h; issue 14) bounds the run
+        assert p["run"] == "exec timeout --kill-after=120 3600 python -m ftlaunch.containers.trainer\n"
 
 
 @pytest.mark.slow

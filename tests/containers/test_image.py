@@ -8,15 +8,19 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from dockerfile_parse import DockerfileParser
 
 from docker_engine import dockerd, job_base, local_registry, wheelhouse  # noqa: F401 (fixtures)
+from ftlaunch import errors
+from ftlaunch.containers import base_check
 from ftlaunch.containers import engine as engine_mod
 from ftlaunch.containers import image
 from ftlaunch.containers import registry
 
+REPO = Path(__file__).resolve().parents[2]
 VARIANTS = {
     "default": image.BuildOptions(),
     "ca-bundle": image.BuildOptions(ca_bundle="/etc/ssl/certs/ca-certificates.crt"),
@@ -41,8 +45,8 @@ def test_dockerfile_shape(tmp_path):
     instructions = [(i["instruction"], i["value"]) for i in parser.structure if i["instruction"] != "COMMENT"]
     assert instructions[0] == ("ARG", "BASE_IMAGE=example/torch:1")
     assert instructions[1] == ("FROM", "${BASE_IMAGE}")
-    user = [v for k, v in instructions if k == "USER"]
-    assert user == [f"{image.UID}:{image.UID}"] and not user[0].startswith("0")
+    # root, as SageMaker (/opt/ml), Azure ML and SkyPilot's docker mode (sudo, apt-get) need; local runs pass --user
+    assert [v for k, v in instructions if k == "USER"] == ["0:0"]
     assert instructions[-1] == ("ENTRYPOINT", '["python", "-m", "ftlaunch.containers.trainer"]')
     assert parser.baseimage == "example/torch:1"  # the build argument's default, as the parser resolves it
     # classic builder only: no BuildKit syntax line, no RUN --mount / heredocs
@@ -50,16 +54,56 @@ def test_dockerfile_shape(tmp_path):
     assert "# syntax=" not in text and "--mount" not in text and "<<" not in text
     # each backend maps its own output conventions: the image must not pin the trainer's folders
     assert not any("FTLAUNCH_OUTPUT_DIR" in v for k, v in instructions if k == "ENV")
-    copied = [v.split()[0] for k, v in instructions if k == "COPY"]
-    assert copied == ["requirements.lock", "ftlaunch"]  # no wheels copied in: they would stay as a layer
+    copied = [v.split()[:-1] for k, v in instructions if k == "COPY"]
+    assert copied == [["base_check.py", "requirements.lock"], ["ftlaunch"]]  # no wheels: they would stay a layer
+    # the first RUN checks the base's Python and torch before pip sees the lock
+    first_run = next(v for k, v in instructions if k == "RUN")
+    assert first_run.split("&&")[0].strip() == "python /opt/ftlaunch/base_check.py"
 
 
 def test_base_image_names():
-    assert image.resolve_base("sagemaker").endswith("-sagemaker")
+    assert image.resolve_base("sagemaker").endswith("-sagemaker") and "-py312-" in image.resolve_base("sagemaker")
     assert image.resolve_base("my/own:1") == "my/own:1"
-    opts = image.options_from_env({"FTLAUNCH_BASE_IMAGE": "vertex"})
-    assert opts.base_image == image.BASE_IMAGES["vertex"]
-    assert image.options_from_env({}, base_image="azureml").base_image == image.BASE_IMAGES["azureml"]
+    assert image.options_from_env({"FTLAUNCH_BASE_IMAGE": "sagemaker"}).base_image == image.BASE_IMAGES["sagemaker"]
+    # the clouds' images that cannot install the lock are refused by name, with the reason and the fix
+    for name, why in (("vertex", "Python 3.10"), ("azureml", "Python 3.10")):
+        with pytest.raises(errors.UserError) as info:
+            image.options_from_env({"FTLAUNCH_BASE_IMAGE": name})
+        assert why in str(info.value) and "--base pytorch" in info.value.hint
+
+
+def test_base_check_says_in_one_line_what_does_not_fit():
+    check = base_check.problem
+    assert check((3, 11), "2.13.0+cpu") is None and check((3, 12), "2.8.0+cu128") is None
+    assert "Python 3.10" in check((3, 10), "2.4.0")
+    assert "torch 2.2.1+cu121" in check((3, 11), "2.2.1+cu121") and "< 3" in check((3, 11), "3.0.0")
+    assert "no torch" in check((3, 11), None)
+    for text in (check((3, 10), "2.4.0"), base_check.FIX):
+        assert "\n" not in text
+
+
+def test_base_check_floors_are_the_locks():
+    """MIN_PYTHON is the highest Requires-Python floor among the locked distributions, MIN_TORCH the highest
+    torch floor among them (and the train extra's), so the check and the lock cannot drift apart."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    def floor(specifier: str) -> tuple[int, int]:
+        versions = [s.version for s in SpecifierSet(specifier) if s.operator in (">=", ">")]
+        return max((tuple(int(x) for x in v.split(".")[:2]) for v in versions), default=(0, 0))
+
+    pins = [l.split("==")[0] for l in image.lock_text().splitlines() if "==" in l]
+    python, torch = (0, 0), (0, 0)
+    for name in pins + ["ftlaunch"]:
+        dist = metadata.distribution(name)
+        python = max(python, floor(dist.metadata.get("Requires-Python") or ""))
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.name == "torch" and (req.marker is None or req.marker.evaluate({"extra": "train"})):
+                torch = max(torch, floor(str(req.specifier)))
+    assert (python, torch) == (base_check.MIN_PYTHON, base_check.MIN_TORCH)
 
 
 def test_tag_is_content_addressed(monkeypatch, tmp_path):
@@ -86,20 +130,27 @@ def test_context_holds_what_the_dockerfile_copies(tmp_path):
     context = image.assemble(image.BuildOptions(), tmp_path / "ctx")
     assert (context / "Dockerfile").read_text() == image.dockerfile(image.BuildOptions())
     assert (context / "requirements.lock").read_text() == image.lock_text()
+    assert (context / "base_check.py").read_bytes() == (context / "ftlaunch/containers/base_check.py").read_bytes()
     for module in ("containers/trainer/__main__.py", "containers/trainer/contract.py", "spec.py", "errors.py",
                    "models.py", "techniques.py", "manifest.py", "__init__.py"):
         assert (context / "ftlaunch" / module).is_file(), module
-    assert not (context / "ftlaunch" / "backends").exists()  # the job does not need the launcher's backends
+    for cloud in ("sagemaker", "vertex", "azureml"):  # each cloud's request starts its in-job entry
+        assert (context / "ftlaunch" / "backends" / cloud / "entry.py").is_file(), cloud
+    assert (context / "ftlaunch" / "backends" / "__init__.py").is_file()
+    assert not (context / "ftlaunch" / "templates").exists()  # nothing in a job renders a template
     assert not list(context.rglob("__pycache__"))
 
 
-def test_lock_pins_the_train_extra_without_torch():
+def test_lock_pins_the_train_and_job_extras_without_torch():
     lines = [l for l in image.lock_text().splitlines() if l and not l.startswith("#")]
     pins = dict(l.split("==") for l in lines)
     for name in ("transformers", "peft", "trl", "datasets", "accelerate", "safetensors", "pydantic", "pyyaml"):
         assert name in pins, name
     assert "torch" not in pins and not any(n.startswith("nvidia-") for n in pins)
     assert "aiohttp" in pins  # fsspec[http], which datasets needs: extras of dependencies are followed
+    # what the in-job entries import: Secrets Manager, Secret Manager, Key Vault with the job's identity
+    for name in ("boto3", "botocore", "google-auth", "requests", "azure-identity", "azure-core"):
+        assert name in pins, name
 
 
 # ---------------------------------------------------------------------------- registry logins (SDKs)
@@ -190,19 +241,46 @@ def built(engine, job_base, wheelhouse):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_build_runs_the_trainer_as_non_root_and_is_not_repeated(engine, built):
+def test_build_runs_as_root_by_default_and_is_not_repeated(engine, built):
     options, first = built
     assert first.ref == image.local_ref(options)
     again = image.ensure(engine, options)
     assert (again.built, again.found, again.ref) == (False, "local", first.ref)
     config = json.loads(engine.call("image", "inspect", "--format", "{{json .Config}}", first.ref).stdout)
-    assert config["User"] == f"{image.UID}:{image.UID}"
+    assert config["User"] == "0:0"
     assert config["Entrypoint"] == ["python", "-m", "ftlaunch.containers.trainer"]
     assert config["Labels"]["ftlaunch.content-tag"] == first.tag
     whoami = engine.call("run", "--rm", "--network", "none", "--entrypoint", "id", first.ref, "-u").stdout.strip()
-    assert whoami == str(image.UID)
+    assert whoami == "0"  # what SageMaker, Azure ML and SkyPilot's docker mode get
     usage = engine.call("run", "--rm", "--network", "none", first.ref, "--help").stdout
     assert "--spec" in usage
+    # a local run is the launching user's uid, which has no account in the image: the job's folders take it
+    probe = ("import os; [open(os.path.join(d, 'probe'), 'w').write('x') for d in "
+             "('/opt/ftlaunch/work', '/opt/ftlaunch/cache', '/opt/ftlaunch/output', '/opt/ftlaunch/checkpoints')];"
+             " print(os.getuid())")
+    out = engine.call("run", "--rm", "--network", "none", "--user", "12345:12345", "--entrypoint", "python",
+                      first.ref, "-c", probe).stdout.strip()
+    assert out == "12345"
+
+
+@pytest.mark.slow
+def test_image_holds_every_entry_and_what_it_imports(engine, built, frozen_sources):
+    options, first = built
+    listing = engine.call("run", "--rm", "--network", "none", "--entrypoint", "python", first.ref, "-c",
+                          "import pathlib; root = pathlib.Path('/opt/ftlaunch/lib/ftlaunch');"
+                          " print('\\n'.join(sorted(p.relative_to(root).as_posix() for p in root.rglob('*.py'))))"
+                          ).stdout.split()
+    assert sorted(listing) == sorted(frozen_sources)  # exactly the shipped sources, nothing else
+    entries = [f"ftlaunch.backends.{cloud}.entry" for cloud in ("sagemaker", "vertex", "azureml")]
+    libraries = ["boto3", "google.auth", "google.auth.transport.requests", "requests", "azure.identity"]
+    code = "import importlib; [importlib.import_module(m) for m in %r]; print('ok')" % (entries + libraries)
+    proc = engine.call("run", "--rm", "--network", "none", "--entrypoint", "python", first.ref, "-c", code,
+                       check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    for module in entries:  # each entry starts and parses its arguments inside the image
+        usage = engine.call("run", "--rm", "--network", "none", "--entrypoint", "python", first.ref, "-m",
+                            module, "--help").stdout
+        assert module in usage
 
 
 @pytest.mark.slow
@@ -235,6 +313,75 @@ def test_build_command_builds_nothing_when_the_tag_exists(engine, built, local_r
     result = build_cli.build_and_push(options, registry=f"{local_registry.address}/via-cli", engine=engine)
     assert result["pushed"] and not result["built"]
     assert build_cli.describe(result).endswith(f"pushed to {local_registry.address}/via-cli")
+
+
+@pytest.mark.slow
+def test_base_check_runs_first_in_the_build_and_refuses_a_base_without_torch(engine, built):
+    import docker_engine
+
+    options, first = built
+    ok = engine.call("run", "--rm", "--network", "none", "--entrypoint", "python", first.ref,
+                     "/opt/ftlaunch/base_check.py").stdout.strip()
+    assert ok == f"base: python 3.11, torch {docker_engine.TORCH_VERSION}+cpu"
+    # plain Debian: Python 3.11 but no torch, the kind of base that would otherwise end in a pip wall of text
+    if not engine.image_exists(docker_engine.DEBIAN_IMAGE):
+        engine.call("import", str(docker_engine.debian_tarball()), docker_engine.DEBIAN_IMAGE)
+    proc = engine.call("run", "--rm", "--network", "none", "-v", f"{base_check.__file__}:/check.py:ro",
+                       docker_engine.DEBIAN_IMAGE, "python3", "/check.py", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("ftlaunch: the base image has no torch") and "Fix: " in lines[0]
+
+
+@pytest.mark.slow
+def test_cloud_launch_builds_and_pushes_only_what_is_missing(engine, built, job_base, wheelhouse,  # noqa: F811
+                                                             local_registry, dockerd, frozen_sources,  # noqa: F811
+                                                             monkeypatch, tmp_path):
+    from ftlaunch import build_cli, cli
+
+    # a trainer change since the module's build: a new tag, in neither the engine nor the registry (the
+    # layer cache keeps this build to the changed layers)
+    changed = tmp_path / "run.py"
+    changed.write_text(frozen_sources["containers/trainer/run.py"].read_text() + "\n# changed for this test\n")
+    monkeypatch.setattr(image, "trainer_sources", lambda: {**frozen_sources, "containers/trainer/run.py": changed})
+    registry_path = f"{local_registry.address}/launch"
+    for key, value in {"FTLAUNCH_ECR_REGISTRY": registry_path, "FTLAUNCH_BASE_IMAGE": job_base,
+                       "FTLAUNCH_WHEELHOUSE": str(wheelhouse), "FTLAUNCH_BUILD_NETWORK": "host",
+                       "FTLAUNCH_SAGEMAKER_ROLE": "arn:aws:iam::123456789012:role/test",
+                       "FTLAUNCH_S3_BUCKET": "bucket", "DOCKER_HOST": dockerd.host,
+                       "FTLAUNCH_ENGINE": "docker"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("FTLAUNCH_IMAGE_TAG", raising=False)
+    monkeypatch.delenv("FTLAUNCH_SAGEMAKER_IMAGE", raising=False)
+    prepared = cli.prepare(str(REPO / "examples" / "quickstart.yaml"), {"cloud": "sagemaker", "gpu": "a100"})
+    tag = image.content_tag(image.options_from_env({"FTLAUNCH_BASE_IMAGE": job_base}))
+    assert tag != built[1].tag
+    ref = prepared.request.payload["AlgorithmSpecification"]["TrainingImage"]
+    assert ref == f"{registry_path}/ftlaunch-trainer:{tag}"
+
+    # the dry run says what would happen, and does none of it
+    assert build_cli.dry_run(prepared.plan, engine)["summary"].endswith("would build and push (in neither this "
+                                                                         "engine nor the registry)")
+    assert not engine.image_exists(f"ftlaunch-trainer:{tag}") and engine.remote_lookup(ref) is False
+
+    first = build_cli.ensure_image(prepared.plan, prepared.request, engine=engine)
+    assert (first["built"], first["pushed"], first["image"]) == (True, True, ref)
+    assert engine.remote_exists(ref)
+    # what the job's container gets is this build: the changed source is in it
+    shipped = engine.call("run", "--rm", "--network", "none", "--entrypoint", "tail", ref, "-n", "1",
+                          "/opt/ftlaunch/lib/ftlaunch/containers/trainer/run.py").stdout.strip()
+    assert shipped == "# changed for this test"
+
+    assert build_cli.dry_run(prepared.plan, engine)["summary"].endswith("already in the registry: nothing to "
+                                                                         "build or push")
+    again = build_cli.ensure_image(prepared.plan, prepared.request, engine=engine)
+    assert (again["built"], again["pushed"], again["found"]) == (False, False, "registry")
+
+    # a prebuilt image: nothing asked of the engine at all
+    prebuilt = cli.prepare(str(REPO / "examples" / "quickstart.yaml"),
+                           {"cloud": "sagemaker", "gpu": "a100", "image": "example.org/own:1"})
+    assert build_cli.ensure_image(prebuilt.plan, prebuilt.request, engine=None) is None
+    assert prebuilt.request.payload["AlgorithmSpecification"]["TrainingImage"] == "example.org/own:1"
 
 
 def test_build_command_prints_the_dockerfile():

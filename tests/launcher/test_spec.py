@@ -106,6 +106,7 @@ def test_digest_ignores_where_the_file_lies(tmp_path):
     a.mkdir(), b.mkdir()
     for d in (a, b):
         (d / "s.yaml").write_text(BASE)
+        (d / "data.jsonl").write_text("{}\n")
     assert spec.load(a / "s.yaml").digest() == spec.load(b / "s.yaml").digest()
     # resolving relative paths (different on each machine) keeps the digest
     assert spec.load(a / "s.yaml").resolved().digest() == spec.load(b / "s.yaml").resolved().digest()
