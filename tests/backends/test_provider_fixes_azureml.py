@@ -27,8 +27,10 @@ def test_hit_time_limit_needs_the_whole_timeout():
 @pytest.mark.slow
 def test_a_job_canceled_at_its_time_limit_is_not_a_user_cancel(azureml, tiny_spec, ftlaunch_home):  # noqa: F811
     env = cli_env(azureml, ftlaunch_home)
-    job = json.loads(ftlaunch(env, "--cloud", "azureml", "--detach", "--json", "--set",
-                              "hyperparameters.max_steps=100000", "--set", "resources.max_runtime=2h",
+    # a prebuilt image: the emulator runs the trainer from this checkout, no container engine needed
+    job = json.loads(ftlaunch(env, "--cloud", "azureml", "--image", "ftlaunchtest.azurecr.io/ftlaunch-trainer:prebuilt",
+                              "--detach", "--json", "--set", "hyperparameters.max_steps=100000", "--set",
+                              "resources.max_runtime=2h",
                               str(tiny_spec)).stdout)["job"]
     assert azureml.jobs[job]["properties"]["limits"]["timeout"] == "PT2H"  # the SDK sends 7200 s as ISO 8601
     wait_for(env, job, {"RUNNING"})
