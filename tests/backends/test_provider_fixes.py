@@ -50,9 +50,10 @@ def test_sagemaker_a_deleted_job_is_not_running(state):
     assert status.state is State.CANCELLED and status.state.done and "deleted" in status.reason
 
 
-@pytest.mark.parametrize("machine, disk", [("a3-ultragpu-8g", "hyperdisk-balanced"), ("a4-highgpu-8g", "hyperdisk-balanced"),
-                                           ("a4x-highgpu-4g", "hyperdisk-balanced"), ("a3-highgpu-8g", "pd-ssd"),
-                                           ("a2-highgpu-1g", "pd-ssd"), ("g2-standard-8", "pd-ssd")])
+@pytest.mark.parametrize("machine, disk", [
+    ("a3-ultragpu-8g", "hyperdisk-balanced"), ("a4-highgpu-8g", "hyperdisk-balanced"),
+    ("a4x-highgpu-4g", "hyperdisk-balanced"), ("a3-highgpu-8g", "pd-ssd"), ("a2-highgpu-1g", "pd-ssd"),
+    ("g2-standard-8", "pd-ssd")])
 def test_vertex_boot_disk_per_machine_family(machine, disk):
     from ftlaunch.backends.vertex import render
 
