@@ -17,7 +17,7 @@ import click
 from ftlaunch import __version__, errors
 
 LAUNCH_OPTIONS = ("cloud", "gpu", "nodes", "spot", "region", "dry_run", "as_json", "overrides", "detach", "runtime",
-                  "image")
+                  "image", "resume")
 
 
 def _console(stderr: bool = False):
@@ -70,6 +70,8 @@ def launch_options(func):
                      help="Print machine-readable JSON ({plan, request} with --dry-run)."),
         click.option("--detach", "-d", is_flag=True, default=None,
                      help="Return once the job is submitted instead of following its logs."),
+        click.option("--resume", "resume", metavar="JOB", default=None,
+                     help="Resume an ended job from its newest checkpoint instead (same as `ftlaunch resume JOB`)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -110,6 +112,9 @@ def launch(ctx: click.Context, spec_path: str | None, **options: Any) -> None:
     for key in LAUNCH_OPTIONS:
         if options.get(key) in (None, ()) and defaults.get(key) not in (None, ()):
             options[key] = defaults[key]
+    if options.get("resume") is not None:
+        resume_job(options["resume"], follow=not options.get("detach"))
+        return
     spec_path = spec_path or _default_spec()
     prepared = prepare(spec_path, options)
     if options.get("dry_run"):
@@ -246,7 +251,7 @@ def follow_job(console: Any, backend: Any, handle: Any) -> int:
 
 
 def outcome_code(status: Any) -> int:
-    """0 succeeded; 75 stopped for preemption with a checkpoint saved (run it again to resume); 3 cancelled;
+    """0 succeeded; 75 stopped for preemption with a checkpoint saved (`ftlaunch resume JOB`); 3 cancelled;
     1 failed, or ended in a state this launcher does not know."""
     state = status.state.value
     if state == "SUCCEEDED":
@@ -479,12 +484,24 @@ def _latest_running(scan: int = 20) -> tuple[Any, Any]:
 @click.argument("job_id", required=False)
 @click.option("--dest", type=click.Path(file_okay=False), help="Folder to put the outputs in: a new or empty "
               "one, or one an earlier fetch wrote (default: ./ftlaunch-outputs/JOB).")
-def fetch(job_id: str | None, dest: str | None) -> None:
+@click.option("--checkpoint", is_flag=True, help="Bring back the newest complete checkpoint instead (a stopped "
+              "job's too); local backend (process runtime) only for now.")
+def fetch(job_id: str | None, dest: str | None, checkpoint: bool) -> None:
     """Pull a job's outputs here and verify every file against manifest.json."""
     record, backend = _job(job_id)
     target = Path(dest) if dest is not None else Path("ftlaunch-outputs") / record.id
     if dest is not None and not dest.strip():
         raise errors.UserError("--dest is empty.", hint="pass --dest with a new or empty folder, or leave it out")
+    if checkpoint:
+        if record.backend != "local":
+            raise errors.UserError(f"fetch --checkpoint is not supported for {record.backend} jobs yet.",
+                                   hint="copy the newest checkpoint-N folder with a COMPLETE file from the job's "
+                                        "checkpoint location")
+        from ftlaunch.backends.local import backend as local_backend
+
+        folder = local_backend.fetch_checkpoint(record.handle, target)
+        _console().print(f"[green]fetched[/] {record.id}'s newest complete checkpoint into {_escape(str(folder))}")
+        return
     from ftlaunch import manifest
     from ftlaunch.backends import base
 
@@ -530,9 +547,49 @@ def ls_(limit: int, as_json: bool) -> None:
 @main_group.command()
 @click.argument("job_id", required=False)
 def show(job_id: str | None) -> None:
-    """Everything recorded about a job: spec, plan, handle, state (JSON)."""
-    record, _ = _job(job_id)
-    click.echo(json.dumps(record.to_json(), indent=2))
+    """Everything recorded about a job: spec, plan, handle, state, attempts with their first and last logged
+    steps (JSON)."""
+    record, backend = _job(job_id)
+    data = record.to_json()
+    steps = backend.attempt_steps(record.handle) if hasattr(backend, "attempt_steps") else []
+    for attempt, (first, last) in zip(data["attempts"], steps):
+        attempt.update(first_step=first, last_step=last)
+    click.echo(json.dumps(data, indent=2))
+
+
+@main_group.command()
+@click.argument("job_id")
+@click.option("--detach", "-d", is_flag=True, help="Return once the attempt is submitted instead of following it.")
+def resume(job_id: str, detach: bool) -> None:
+    """A new attempt of an ended job (cancelled, preempted, failed) on the same backend and offer, starting
+    from the newest complete checkpoint in the job's checkpoint location."""
+    resume_job(job_id, follow=not detach)
+
+
+def resume_job(job_id: str, follow: bool) -> None:
+    from ftlaunch import jobs
+
+    record, backend = _job(_job_id(job_id))
+    if record.state == "SUCCEEDED":
+        raise errors.UserError(f"job {record.id} has already succeeded; there is nothing to resume.",
+                               hint=f"`ftlaunch fetch {record.id}` brings back its outputs")
+    if not hasattr(backend, "resume"):
+        raise errors.UserError(f"resuming a {record.backend} job is not supported yet ({record.id}).",
+                               hint="launch the spec again as a new job")
+    handle = backend.resume(record.handle)
+    store = jobs.JobStore()
+    try:
+        attempt = store.add_attempt(record, handle)
+    finally:
+        store.close()
+    console = _console()
+    console.print(f"[bold green]resumed[/] {record.id}: attempt {attempt['attempt']} on {record.backend}")
+    if not follow:
+        _print_next_steps(console, record.id)
+        return
+    code = follow_job(console, backend, handle)
+    if code:
+        click.get_current_context().exit(code)
 
 
 def _money(value: float | None) -> str:

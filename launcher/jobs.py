@@ -32,11 +32,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     actual_cost     REAL,
     handle_json     TEXT NOT NULL,
     plan_json       TEXT,
+    attempts_json   TEXT,                  -- [{"attempt": N, "started_at": T, "provider_id": ...}], oldest first
     created_at      REAL NOT NULL,
     updated_at      REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
 """
+# Columns added after the first release: (name, type), added to an older database when it is opened.
+ADDED_COLUMNS = (("attempts_json", "TEXT"),)
 
 
 def home() -> Path:
@@ -62,6 +65,13 @@ class JobRecord:
     plan_json: str | None
     created_at: float
     updated_at: float
+    attempts_json: str | None = None
+
+    @property
+    def attempts(self) -> list[dict[str, Any]]:
+        """The job's attempts, oldest first; a job never resumed has one (its launch)."""
+        return json.loads(self.attempts_json) if self.attempts_json else [
+            {"attempt": 1, "started_at": self.created_at, "provider_id": self.provider_id}]
 
     @property
     def handle(self) -> Any:
@@ -74,6 +84,8 @@ class JobRecord:
         for key in ("spec_json", "handle_json", "plan_json"):
             raw = data.pop(key)
             data[key.removesuffix("_json")] = json.loads(raw) if raw else None
+        data.pop("attempts_json")
+        data["attempts"] = self.attempts
         return data
 
 
@@ -88,6 +100,19 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Adds the columns a database made by an older ftlaunch lacks (its records keep their values)."""
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in ADDED_COLUMNS:
+            if name not in have:
+                try:
+                    with self._tx():
+                        self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError as exc:  # another shell added it meanwhile
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def close(self) -> None:
         self._db.close()
@@ -114,7 +139,7 @@ class JobStore:
         return JobRecord(**row)
 
     def update(self, job_id: str, **fields: Any) -> None:
-        allowed = {"state", "reason", "actual_cost", "provider_id", "handle_json"}
+        allowed = {"state", "reason", "actual_cost", "provider_id", "handle_json", "attempts_json"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}")
@@ -122,6 +147,15 @@ class JobStore:
         sets = ", ".join(f"{k} = :{k}" for k in fields)
         with self._tx():
             self._db.execute(f"UPDATE jobs SET {sets} WHERE id = :id", {**fields, "id": job_id})
+
+    def add_attempt(self, record: JobRecord, handle: Any) -> dict[str, Any]:
+        """Records a new attempt of the job (a resume) with its handle, and marks the job PENDING again."""
+        attempts = record.attempts
+        attempt = {"attempt": len(attempts) + 1, "started_at": time.time(), "provider_id": handle.provider_id}
+        self.update(record.id, state="PENDING", reason=None, provider_id=handle.provider_id,
+                    handle_json=json.dumps(dataclasses.asdict(handle)),
+                    attempts_json=json.dumps([*attempts, attempt]))
+        return attempt
 
     def get(self, job_id: str) -> JobRecord:
         """The job with this id, or the only job whose id starts with it; UserError otherwise (an empty id

@@ -45,6 +45,16 @@ STATES = {
 ENDED = ("Completed", "Failed", "Canceled", "NotResponding")
 
 
+TIME_LIMIT_SLACK_S = 60  # a job canceled this close to its limits.timeout was stopped by that limit
+
+
+def hit_time_limit(timeout_s: Any, started: Any, ended: Any) -> bool:
+    """Whether a Canceled job ran for its whole limits.timeout (Azure ML cancels it then, as for a user)."""
+    if not timeout_s or started is None or ended is None:
+        return False
+    return (ended - started).total_seconds() >= float(timeout_s) - TIME_LIMIT_SLACK_S
+
+
 def state_of(provider_state: str | None) -> State:
     """Our state for an Azure ML job status; an unknown one is PENDING (it has not ended)."""
     return STATES.get(provider_state or "", State.PENDING)
@@ -152,14 +162,21 @@ class AzureMLBackend(Backend):
 
     def status(self, handle: JobHandle) -> JobStatus:
         ml = self._client(handle.extra)
-        provider_state = _text(self._get(ml, handle).status)
+        job = self._get(ml, handle)
+        provider_state = _text(job.status)
         state = state_of(provider_state)
         details = self._details(ml, handle.job_name) if state is not State.PENDING else None
         reason = None
         if details is not None and details.error is not None and details.error.error is not None:
             reason = details.error.error.message
+        timeout = getattr(getattr(job, "limits", None), "timeout", None)
         if provider_state == "CancelRequested":
             reason = "cancelling"
+        elif state is State.CANCELLED and details is not None and \
+                hit_time_limit(timeout, details.start_time_utc, details.end_time_utc):
+            # Azure ML cancels a job that reaches limits.timeout: that is no user's cancel
+            state, reason = State.FAILED, (f"time limit reached: the job ran for its limits.timeout ({timeout} s, "
+                                           "from resources.max_runtime or max_cost) and Azure ML stopped it")
         elif state is State.CANCELLED and not reason:
             reason = "cancelled (jobs.begin_cancel)"
         elif state is State.FAILED and not reason:

@@ -43,9 +43,9 @@ def render(plan: Any) -> base.JobRequest:
     spec_json = base.job_spec(plan.spec.to_json(), refs)
     uploads = [{"content": json.dumps(spec_json, indent=2, sort_keys=True),
                 "destination": f"{root}/input/spec/spec.json"}] + uploads
-    output = plan.spec.output.path if (plan.spec.output.path or "").startswith("azureml://") else \
-        f"{root}/outputs/"
-    output = output.rstrip("/") + "/"
+    # a user's output.path holds many jobs: each gets its own folder under it
+    output = f"{plan.spec.output.path.rstrip('/')}/{job}/" if (plan.spec.output.path or "").startswith(
+        "azureml://") else f"{root}/outputs/"
 
     secret_ids = {name: f"https://{ctx['key_vault']}.vault.azure.net/secrets/"
                         f"{ctx.get('secret_ids', {}).get(name) or _vault_name(name)}"

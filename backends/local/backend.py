@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,10 @@ from ftlaunch.backends.local import render as _render
 from ftlaunch.backends.local import supervise as _supervise
 
 CANCEL_GRACE_S = 20.0
+REQUEST_FILE = "request.json"
+STEP_LINE = re.compile(r"^step\s+(\d+)/")  # the trainer's line per logged training step (outputs.py)
+ATTEMPT_FILES = ("supervisor.json", "trainer.json", "exit.json", "cancelled")  # one attempt's state
+ATTEMPT_MARK = "=== ftlaunch: attempt "  # the log line that starts each attempt after the first
 
 
 class LocalBackend(Backend):
@@ -57,6 +62,9 @@ class LocalBackend(Backend):
         job_dir.mkdir(parents=True, exist_ok=True)
         Path(p["env"]["FTLAUNCH_OUTPUT_DIR"]).mkdir(parents=True, exist_ok=True)
         manifest.atomic_write_text(Path(p["spec_file"]), json.dumps(p["spec"], indent=2))
+        # what `ftlaunch resume` submits again (the payload and the secrets' names; never their values)
+        manifest.atomic_write_text(job_dir / REQUEST_FILE, json.dumps(
+            {"job_name": request.job_name, "payload": p, "secrets": list(request.secrets)}, indent=2))
         env = _render.trainer_env(os.environ, p["env"], request.secrets)
         argv = [sys.executable, "-m", "ftlaunch.backends.local.supervise", "--job-dir", str(job_dir)]
         if p.get("max_runtime_s"):
@@ -103,8 +111,54 @@ class LocalBackend(Backend):
             return JobStatus(State.CANCELLED, "cancelled by ftlaunch cancel")
         return JobStatus(State.FAILED, _with_last_line(
             "the job's supervisor ended without recording how the trainer ended (it was killed, or the machine "
-            "restarted); the trainer was stopped with it: run the job again to resume from its last checkpoint",
-            log))
+            f"restarted); the trainer was stopped with it: `ftlaunch resume {handle.job_name}` resumes it from its "
+            "last checkpoint", log))
+
+    def resume(self, handle: JobHandle) -> JobHandle:
+        """A new attempt of an ended job in the same folders: the trainer resumes from the newest complete
+        checkpoint in the job's checkpoint folder. The last attempt's state files move to attempts/N/."""
+        if handle.extra.get("runtime") == "docker":
+            raise errors.UserError(f"resuming a job of the docker runtime is not supported yet ({handle.job_name}).",
+                                   hint="launch the spec again with --runtime process, or as a new job")
+        job_dir = Path(handle.provider_id)
+        saved = _read_json(job_dir / REQUEST_FILE)
+        if saved is None:
+            raise errors.UserError(f"job {handle.job_name} was launched by an older ftlaunch that did not keep "
+                                   f"its request ({job_dir / REQUEST_FILE} is missing).",
+                                   hint="launch the spec again as a new job")
+        state = self.status(handle).state
+        if not state.done:
+            raise errors.UserError(f"job {handle.job_name} is still {state.value}.",
+                                   hint=f"cancel it first (`ftlaunch cancel {handle.job_name}`), or wait for it to end")
+        previous = job_dir / "attempts"
+        number = 1 + sum(1 for p in previous.glob("[0-9]*")) if previous.is_dir() else 1
+        keep = previous / str(number)
+        keep.mkdir(parents=True, exist_ok=True)
+        for name in ATTEMPT_FILES:
+            if (job_dir / name).exists():
+                os.replace(job_dir / name, keep / name)
+        log = Path(handle.extra["log_file"])
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{ATTEMPT_MARK}{number + 1} (ftlaunch resume) ===\n")
+        request = JobRequest(backend="local", job_name=saved["job_name"], payload=saved["payload"],
+                             secrets=saved["secrets"])
+        return self.submit(request)
+
+    def attempt_steps(self, handle: JobHandle) -> list[tuple[int | None, int | None]]:
+        """(first, last) training step logged by each attempt, from the job's log; None where it logged none."""
+        try:
+            text = Path(handle.extra["log_file"]).read_text(encoding="utf-8", errors="replace")
+        except (FileNotFoundError, KeyError):
+            return []
+        found: list[list[int]] = [[]]
+        for line in text.splitlines():
+            if line.startswith(ATTEMPT_MARK):
+                found.append([])
+                continue
+            match = STEP_LINE.match(line)
+            if match:
+                found[-1].append(int(match.group(1)))
+        return [(steps[0], steps[-1]) if steps else (None, None) for steps in found]
 
     def logs(self, handle: JobHandle, follow: bool = False) -> Iterator[str]:
         if handle.extra.get("runtime") == "docker":
@@ -157,8 +211,11 @@ class LocalBackend(Backend):
         source = Path(handle.output_uri)
         if not (source / manifest.NAME).exists():
             state = self.status(handle)
+            hint = (f"`ftlaunch resume {handle.job_name}` continues it; `ftlaunch fetch {handle.job_name} "
+                    "--checkpoint` brings back its newest complete checkpoint") if state.state.done else \
+                "wait for it to succeed (`ftlaunch status`), then fetch again"
             raise errors.UserError(f"job {handle.job_name} has no complete outputs yet ({state.state.value}).",
-                                   hint="wait for it to succeed (`ftlaunch status`), then fetch again")
+                                   hint=hint)
         dest = Path(os.path.abspath(Path(dest).expanduser()))
         if dest.resolve() == source.resolve():
             manifest.verify(dest)
@@ -168,6 +225,29 @@ class LocalBackend(Backend):
                                    hint="pass --dest with a folder outside it")
         return base.fetch_verified(dest, lambda staging: shutil.copytree(source, staging, dirs_exist_ok=True,
                                                                          symlinks=True), job=handle.job_name)
+
+
+def fetch_checkpoint(handle: JobHandle, dest: Path) -> Path:
+    """Copies the newest complete checkpoint of a job (stopped or running) into dest/checkpoint-N; dest must be
+    new or empty. Only a checkpoint with its COMPLETE marker is ever copied."""
+    from ftlaunch.containers.trainer import checkpoints
+
+    if handle.extra.get("runtime") == "docker":
+        raise errors.UserError("fetch --checkpoint is not supported for the docker runtime yet.",
+                               hint="copy it from the job's checkpoint folder under $FTLAUNCH_HOME/jobs")
+    newest = checkpoints.latest(Path(handle.provider_id) / "checkpoints")
+    if newest is None:
+        raise errors.UserError(f"job {handle.job_name} has no complete checkpoint.",
+                               hint="set hyperparameters.save_steps (or save_minutes) so the trainer writes them")
+    dest = Path(os.path.abspath(Path(dest).expanduser()))
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise errors.UserError(f"--dest {dest} exists and is not an empty folder; nothing was copied.",
+                               hint="pass --dest with a new or empty folder")
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = dest / f".{newest.name}.partial"
+    shutil.copytree(newest, staging, symlinks=True)
+    os.replace(staging, dest / newest.name)
+    return dest / newest.name
 
 
 def _read_json(path: Path) -> dict | None:

@@ -14,7 +14,6 @@ so a retried submit never makes a second job.
 
 from __future__ import annotations
 
-import io
 import sys
 import tarfile
 import time
@@ -111,10 +110,7 @@ class SageMakerBackend(Backend):
         job = self._describe(handle)
         state, secondary = job["TrainingJobStatus"], job.get("SecondaryStatus")
         provider_state = f"{state} ({secondary})" if secondary else state
-        cost = None
-        if job.get("BillableTimeInSeconds") is not None and handle.extra.get("price_per_hour") is not None:
-            # BillableTimeInSeconds is wall-clock per instance; price_per_hour covers all instances
-            cost = round(job["BillableTimeInSeconds"] / 3600 * handle.extra["price_per_hour"], 4)
+        cost = actual_cost(job, handle.extra)
         reason = job.get("FailureReason")
         if state == "Completed":
             return JobStatus(State.SUCCEEDED, None, provider_state, actual_cost=cost)
@@ -130,6 +126,9 @@ class SageMakerBackend(Backend):
                              provider_state, actual_cost=cost)
         if state == "Stopping":
             return JobStatus(State.RUNNING, "stopping", provider_state)
+        if state in ("Deleting", "Deleted"):  # only an ended job can be deleted; its outcome is gone with it
+            return JobStatus(State.CANCELLED, f"the training job was deleted in SageMaker ({state}); its outcome "
+                             "can no longer be read", provider_state, actual_cost=cost)
         if secondary in STARTING:
             return JobStatus(State.PENDING, _last_message(job), provider_state)
         return JobStatus(State.RUNNING, None, provider_state)
@@ -209,16 +208,20 @@ class SageMakerBackend(Backend):
             raise base.no_outputs_yet(handle, self.status(handle))
         bucket, key = split_s3(uri)
         s3 = self._client("s3", handle.extra.get("region"))
-        buffer = io.BytesIO()
-        try:
-            self._retry(lambda: (buffer.seek(0), buffer.truncate(), s3.download_fileobj(bucket, key, buffer)))
-        except Exception as exc:  # noqa: BLE001
-            raise _user_error(exc, f"cannot download {uri}") from None
 
         def unpack(staging: Path) -> None:
-            buffer.seek(0)
-            with tarfile.open(fileobj=buffer, mode="r:gz") as tar:
-                tar.extractall(staging, filter="data")
+            # streamed to a file beside the staging folder, then unpacked member by member: memory stays
+            # bounded whatever the size of the model (a merged 8B model is 16 GB)
+            archive = staging.parent / f".{staging.name}.model.tar.gz"
+            try:
+                try:
+                    self._retry(lambda: s3.download_file(bucket, key, str(archive)))
+                except Exception as exc:  # noqa: BLE001
+                    raise _user_error(exc, f"cannot download {uri}") from None
+                with tarfile.open(archive, mode="r:gz") as tar:
+                    tar.extractall(staging, filter="data")
+            finally:
+                archive.unlink(missing_ok=True)
 
         return base.fetch_verified(dest, unpack, job=handle.job_name)
 
@@ -252,6 +255,22 @@ def retryable(exc: BaseException) -> bool:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         return _code(exc) in RETRYABLE_CODES or status == 429 or status >= 500
     return False
+
+
+def actual_cost(job: dict[str, Any], extra: dict[str, Any]) -> float | None:
+    """USD so far: BillableTimeInSeconds (wall-clock per instance; for managed spot already net of the spot
+    savings) at the on-demand price for all instances. A spot job's billable time is not discounted again;
+    for a record without the on-demand price, a spot job's TrainingTimeInSeconds at the spot price."""
+    billable, price = job.get("BillableTimeInSeconds"), extra.get("price_per_hour")
+    if billable is None:
+        return None
+    if job.get("EnableManagedSpotTraining"):
+        on_demand = extra.get("on_demand_price_per_hour")
+        if on_demand is not None:
+            return round(billable / 3600 * on_demand, 4)
+        trained = job.get("TrainingTimeInSeconds")
+        return None if trained is None or price is None else round(trained / 3600 * price, 4)
+    return None if price is None else round(billable / 3600 * price, 4)
 
 
 def split_s3(uri: str) -> tuple[str, str]:

@@ -96,6 +96,7 @@ def render(plan: Any) -> base.JobRequest:
     return base.JobRequest(
         backend="sagemaker", job_name=job, payload=payload, uploads=uploads, secrets=sorted(secret_ids),
         extra={"region": offer.region, "price_per_hour": offer.price_per_hour,
+               "on_demand_price_per_hour": offer.on_demand_price_per_hour,
                "model_artifact": f"{output}/{job}/output/model.tar.gz"})
 
 

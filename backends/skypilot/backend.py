@@ -111,7 +111,8 @@ class SkyPilotBackend(Backend):
     def _records(self, **filters: Any) -> list[Any]:
         sky = self._sdk()
         try:
-            answer = sky.get(sky.jobs.queue_v2(refresh=False, skip_finished=False, **filters))
+            answer = sky.get(sky.jobs.queue_v2(refresh=False, skip_finished=False, fields=queue_fields(),
+                                               **filters))
         except Exception as exc:  # noqa: BLE001
             if type(exc).__name__ == "ClusterNotUpError":
                 return []  # no jobs controller yet: no managed jobs
@@ -239,6 +240,18 @@ def retryable(exc: BaseException) -> bool:
     import requests
 
     return isinstance(exc, (requests.ConnectionError, requests.Timeout))
+
+
+def queue_fields() -> tuple[str, ...]:
+    """The fields asked of the jobs queue: SkyPilot's lightweight default set leaves out failure_reason, the
+    real reason a job failed; ask for it too (and for what status() reads, whatever the default becomes)."""
+    try:
+        from sky.jobs import constants
+        default = tuple(constants.DEFAULT_MANAGED_JOB_FIELDS)
+    except (ImportError, AttributeError):
+        default = ()
+    wanted = ("job_id", "task_id", "job_name", "status", "job_duration", "failure_reason")
+    return default + tuple(name for name in wanted if name not in default)
 
 
 def _field(record: Any, name: str) -> Any:

@@ -45,9 +45,9 @@ def render(plan: Any) -> base.JobRequest:
             name = info["ref"].rstrip("/").rsplit("/", 1)[-1]
             refs[channel] = f"{folder}/{name}"
             file_mounts[refs[channel]] = info["ref"]  # SkyPilot copies a bucket file or folder in
-    output = plan.spec.output.path if (plan.spec.output.path or "").split("://")[0] in ("s3", "gs", "r2") \
-        else f"{root}/outputs"
-    output = output.rstrip("/")
+    # a user's output.path holds many jobs: each gets its own folder under it
+    output = f"{plan.spec.output.path.rstrip('/')}/{job}" if (plan.spec.output.path or "").split("://")[0] in (
+        "s3", "gs", "r2") else f"{root}/outputs"
     file_mounts[OUTPUT_DIR] = {"source": output, "mode": "MOUNT_CACHED"}
     file_mounts[CHECKPOINT_DIR] = {"source": f"{root}/checkpoints", "mode": "MOUNT_CACHED"}
 

@@ -34,8 +34,9 @@ def render(plan: Any) -> base.JobRequest:
     spec_json = base.job_spec(plan.spec.to_json(), refs)
     uploads.insert(0, {"content": json.dumps(spec_json, indent=2, sort_keys=True),
                        "destination": f"{root}/input/spec/spec.json"})
-    output = plan.spec.output.path if (plan.spec.output.path or "").startswith("gs://") else f"{root}/output"
-    output = output.rstrip("/")
+    # a user's output.path holds many jobs: each gets its own folder (model/, checkpoints/) under it
+    output = f"{plan.spec.output.path.rstrip('/')}/{job}" if (plan.spec.output.path or "").startswith("gs://") \
+        else f"{root}/output"
 
     secret_names = {name: ctx.get("secret_ids", {}).get(name) or
                     f"projects/{ctx['project']}/secrets/{name}/versions/latest" for name in plan.spec.secrets}
@@ -50,7 +51,7 @@ def render(plan: Any) -> base.JobRequest:
     if offer.details.get("accelerator_type") and offer.gpus:
         machine["acceleratorType"] = offer.details["accelerator_type"]
         machine["acceleratorCount"] = int(offer.details.get("accelerator_count") or offer.gpus)
-    disk = {"bootDiskType": "pd-ssd", "bootDiskSizeGb": ctx["boot_disk_gb"]}
+    disk = {"bootDiskType": boot_disk_type(machine["machineType"]), "bootDiskSizeGb": ctx["boot_disk_gb"]}
     # the first pool is the chief (one replica); more nodes are the second pool, as CLUSTER_SPEC shows them
     pools = [{"machineSpec": machine, "replicaCount": "1", "diskSpec": disk, "containerSpec": container}]
     if offer.nodes > 1:
@@ -74,6 +75,16 @@ def render(plan: Any) -> base.JobRequest:
         backend="vertex", job_name=job, payload=payload, uploads=uploads, secrets=sorted(secret_names),
         extra={"project": ctx["project"], "region": offer.region, "price_per_hour": offer.price_per_hour,
                "model_dir": f"{output}/model"})
+
+
+# Machine families that take only Hyperdisk boot disks (no Persistent Disk): A3 Ultra (H200), A4 (B200), A4X
+HYPERDISK_FAMILIES = ("a3-ultragpu", "a4-", "a4x-")
+
+
+def boot_disk_type(machine_type: str) -> str:
+    """The boot disk type Vertex accepts for this machine type: hyperdisk-balanced where the family takes no
+    Persistent Disk, pd-ssd otherwise."""
+    return "hyperdisk-balanced" if machine_type.startswith(HYPERDISK_FAMILIES) else "pd-ssd"
 
 
 def image(plan: Any) -> str:

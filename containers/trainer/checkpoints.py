@@ -22,7 +22,7 @@ PREFIX = "checkpoint-"
 MARKER = "COMPLETE"
 STAGING = ".staging"
 KEEP = 2  # complete checkpoints kept; older ones are removed once a newer one is complete
-# Exit status after SIGTERM: a checkpoint was saved, start the job again to resume (EX_TEMPFAIL).
+# Exit status after SIGTERM: a checkpoint was saved; `ftlaunch resume JOB` resumes it (EX_TEMPFAIL).
 EXIT_PREEMPTED = 75
 
 

@@ -1,7 +1,8 @@
 """The trainer's main(): resolved spec in; metrics.jsonl, summary.json, weights/ and manifest.json out.
 
 Exit status: 0 done; 2 a mistake in the spec or data (no traceback); 75 stopped by SIGTERM (a spot
-preemption notice) after saving a checkpoint: run the same job again and it resumes from there.
+preemption notice) after saving a checkpoint: `ftlaunch resume JOB` (a new attempt of the same job) resumes
+from there.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.render()}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     except checkpoints.Preempted as exc:
-        outputs.log(f"stopped by SIGTERM ({exc}); exit {EXIT_PREEMPTED}: run the job again to resume")
+        job = os.environ.get("FTLAUNCH_JOB_NAME", "JOB")
+        outputs.log(f"stopped by SIGTERM ({exc}); exit {EXIT_PREEMPTED}: `ftlaunch resume {job}` resumes it")
         return EXIT_PREEMPTED
     finally:
         guard.uninstall()
