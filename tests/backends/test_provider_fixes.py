@@ -61,14 +61,23 @@ def test_vertex_boot_disk_per_machine_family(machine, disk):
 
 
 def test_vertex_h200_request_renders_hyperdisk():
-    from golden_files import render_example
+    """The rendered request, not only the helper: the H200 offer (a3-ultragpu) gets hyperdisk-balanced, an
+    A100 offer pd-ssd. The H200 row's price is marked doubtful, so the planner never chooses it by itself;
+    the offer is taken from the plan's own offer list and rendered as if chosen."""
+    from golden_files import JOB_NAME, REPO, UNCONFIGURED
+
+    from ftlaunch import plan as plan_mod
+    from ftlaunch import spec as spec_mod
+    from ftlaunch.backends import get
+    from ftlaunch.backends.vertex import settings
 
     for gpu, disk in (("h200", "hyperdisk-balanced"), ("a100", "pd-ssd")):
-        try:
-            payload = render_example("vertex", (f"resources.gpu={gpu}",)).payload
-        except Exception as exc:  # noqa: BLE001 - an offer table without this GPU: the unit test above holds
-            pytest.skip(f"no Vertex {gpu} offer to render: {exc}")
-        pools = payload["jobSpec"]["workerPoolSpecs"]
+        spec = spec_mod.load(REPO / "examples/quickstart.yaml", ("resources.cloud=vertex", f"resources.gpu={gpu}"))
+        plan = plan_mod.make(spec, name=JOB_NAME, require_fit=False)
+        offer = next(o for o in plan.offers if o.fits)
+        plan.offer, plan.cloud, plan.output_uri = offer, "vertex", ""
+        plan.context = settings.resolve(plan.spec, plan.job_name, env=UNCONFIGURED)
+        pools = get("vertex").render(plan).payload["jobSpec"]["workerPoolSpecs"]
         assert {p["diskSpec"]["bootDiskType"] for p in pools} == {disk}, pools[0]["machineSpec"]
 
 
