@@ -43,10 +43,11 @@ class Cli(click.Group):
             ctx.exit(exc.exit_code)
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+def _markup(template: str, *values: Any) -> Any:
+    """Our styling around user text that prints verbatim (see term.markup)."""
+    from ftlaunch import term
 
-    return escape(text)
+    return term.markup(template, *values)
 
 
 def launch_options(func):
@@ -170,16 +171,16 @@ def show_dry_run(prepared: Prepared, as_json: bool) -> None:
         return
     console = _console()
     print_plan(console, prepared.plan)
-    console.print(f"\n[bold]The job request[/] (exactly what submit sends to {prepared.request.backend}):")
+    console.print(_markup("\n[bold]The job request[/] (exactly what submit sends to {}):", prepared.request.backend))
     console.print_json(json.dumps(prepared.request.to_json(), default=str))
-    console.print("\n[dim]Dry run: nothing was submitted. Drop --dry-run to launch.[/]")
+    console.print(_markup("\n[dim]Dry run: nothing was submitted. Drop --dry-run to launch.[/]"))
 
 
 def print_plan(console: Any, plan: Any) -> None:
     """The offers table (target, instance, GPUs, $/h, hours, total $, peak GB/GPU, fits) and the choice."""
     from ftlaunch import plan_cli
 
-    console.print(f"[bold]job[/] {plan.job_name}")
+    console.print(_markup("[bold]job[/] {}", plan.job_name))
     plan_cli.print_plan(console, plan)
 
 
@@ -202,7 +203,7 @@ def submit(prepared: Prepared, follow: bool, as_json: bool) -> None:
         click.echo(json.dumps({"job": handle.job_name, "backend": handle.backend,
                                "provider_id": handle.provider_id, "output": handle.output_uri}))
         return
-    console.print(f"[bold green]submitted[/] {handle.job_name} to {handle.backend}")
+    console.print(_markup("[bold green]submitted[/] {} to {}", handle.job_name, handle.backend))
     if not follow:
         _print_next_steps(console, handle.job_name)
         return
@@ -215,7 +216,7 @@ def follow_job(console: Any, backend: Any, handle: Any) -> None:
         for line in backend.logs(handle, follow=True):
             click.echo(line)
     except KeyboardInterrupt:
-        console.print(f"\n[yellow]detached[/]; {handle.job_name} keeps running.")
+        console.print(_markup("\n[yellow]detached[/]; {} keeps running.", handle.job_name))
         _print_next_steps(console, handle.job_name)
         return
     status = _refresh(backend, handle)
@@ -229,8 +230,8 @@ def _print_next_steps(console: Any, job: str) -> None:
 
 def _print_outcome(console: Any, handle: Any, status: Any) -> None:
     color = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow"}.get(status.state.value, "white")
-    console.print(f"[bold {color}]{status.state.value}[/] {handle.job_name}"
-                  + (f": {_escape(status.reason)}" if status.reason else ""))
+    console.print(_markup("[bold " + color + "]{}[/] {}{}", status.state.value, handle.job_name,
+                          f": {status.reason}" if status.reason else ""))
     if status.state.value == "SUCCEEDED" and handle.backend == "local":
         _print_results(console, Path(handle.output_uri))
     if status.state.value == "SUCCEEDED":
@@ -282,7 +283,8 @@ def validate(spec_path: str | None, overrides: tuple[str, ...], check_data: bool
         click.echo(json.dumps({"spec": spec.to_json(), "data": report.to_json() if report else None}, indent=2))
     else:
         console = _console()
-        console.print(f"[green]ok[/] {path}: {spec.task.value} with {spec.technique.value} on {spec.model}")
+        console.print(_markup("[green]ok[/] {}: {} with {} on {}", path, spec.task.value, spec.technique.value,
+                              spec.model))
         if report is not None:
             preflight.print_report(console, report)
     if report is not None and not report.ok:
@@ -325,32 +327,42 @@ def init(use_case: str, size: str, model: str | None, name: str | None, out_path
 @main_group.command()
 @click.option("--task", type=click.Choice(["sft", "cpt", "classification", "reward", "dpo", "rl"]),
               help="Only show whether each technique supports this task.")
+@click.option("--model", default="Qwen/Qwen2.5-7B", show_default=True,
+              help="Model the trainable share and memory are computed for (built-in table or local path).")
 @click.option("--json", "as_json", is_flag=True)
-def techniques(task: str | None, as_json: bool) -> None:
-    """Which technique fits which task, one line each."""
+def techniques(task: str | None, model: str, as_json: bool) -> None:
+    """How the techniques differ: trainable share, memory on one GPU, typical use, what each trains."""
     from rich.table import Table
 
-    from ftlaunch import techniques as tech
+    from ftlaunch import techniques as tech, term
 
     rows = tech.table()
+    numbers = {r["technique"]: r for r in tech.compare(model)}
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([{**row, **numbers[row["technique"]]} for row in rows], indent=2))
         return
-    tasks = [task] if task else [t.value for t in tech.Task]
-    table = Table(show_lines=False, box=None)
+    # Task columns only where they say something: a task asked for, or a pair that is not supported.
+    tasks = [task] if task else [t.value for t in tech.Task if any(r["tasks"][t.value] for r in rows)]
+    table = Table(box=None, title=f"for {model}: trainable share and peak GB on one GPU "
+                                  f"(micro-batch 8 x 512 tokens, bf16, gradient checkpointing)")
     table.add_column("technique", style="bold")
+    table.add_column("trainable", justify="right")
+    table.add_column("peak GB", justify="right")
+    table.add_column("typical use")
     for name in tasks:
         table.add_column(name, justify="center")
     table.add_column("what it trains")
     for row in rows:
-        marks = ["yes" if row["tasks"][name] is None else "[dim]no[/]" for name in tasks]
-        table.add_row(row["technique"], *marks, row["description"])
+        n = numbers[row["technique"]]
+        marks = ["yes" if row["tasks"][name] is None else term.plain("no", "dim") for name in tasks]
+        table.add_row(row["technique"], f"{n['trainable_percent']:.3g}%", f"{n['peak_gb']:.1f}",
+                      ", ".join(n["use_cases"]) or "-", *marks, row["description"])
     console = _console()
     console.print(table)
-    reasons = {(r["technique"], name): r["tasks"][name] for r in rows for name in tasks if r["tasks"][name]}
-    if reasons and task:
-        for (technique, _), reason in reasons.items():
-            console.print(f"[dim]{technique} x {task}: {reason}[/]")
+    for r in rows:
+        for name in tasks:
+            if r["tasks"][name]:
+                console.print(term.markup("[dim]{} x {}: {}[/]", r["technique"], name, r["tasks"][name]))
 
 
 # ---------------------------------------------------------------- jobs
@@ -381,8 +393,8 @@ def status(job_id: str | None, as_json: bool) -> None:
                                "reason": current.reason, "output": record.output_uri}))
         return
     console = _console()
-    console.print(f"{record.id}  [bold]{current.state.value}[/]  ({record.backend})"
-                  + (f"  {_escape(current.reason)}" if current.reason else ""))
+    console.print(_markup("{}  [bold]{}[/]  ({}){}", record.id, current.state.value, record.backend,
+                          f"  {current.reason}" if current.reason else ""))
     console.print(f"  outputs: {record.output_uri}")
 
 
@@ -422,8 +434,8 @@ def fetch(job_id: str | None, dest: str | None) -> None:
     from ftlaunch import manifest
 
     data = manifest.verify(folder)
-    _console().print(f"[green]fetched[/] {record.id} into {folder}: {len(data['files'])} files verified "
-                     f"against manifest.json")
+    _console().print(_markup("[green]fetched[/] {} into {}: {} files verified against manifest.json",
+                             record.id, str(folder), len(data["files"])))
 
 
 @main_group.command(name="ls")
@@ -483,7 +495,7 @@ def bench_command(spec_path: str | None, techniques: str | None, clouds: str | N
     console = _console()
     runner, rows = bench.run(spec_path or _default_spec(), techniques=_split(techniques), clouds=_split(clouds),
                              gpus=_split(gpus), overrides=overrides, out=out,
-                             on_event=lambda message: console.print(f"[dim]bench[/] {_escape(message)}"))
+                             on_event=lambda message: console.print(_markup("[dim]bench[/] {}", message)))
     paths = bench_report.write(runner, rows)
     from rich.table import Table
 
@@ -491,13 +503,13 @@ def bench_command(spec_path: str | None, techniques: str | None, clouds: str | N
     for col in bench_report.COLUMNS:
         table.add_column(col)
     for row in bench_report.table_rows(rows):
-        table.add_row(*[_escape(c) for c in row])
+        table.add_row(*row)
     console.print(table)
     console.print(f"report: {paths['markdown']}\n        {paths['html']}")
     failed = [r["cell"] for r in rows if r["state"] != "SUCCEEDED"]
     if failed:
-        console.print(f"[yellow]{len(failed)} cell(s) did not succeed[/]: {', '.join(failed)}; "
-                      f"run the same command again to retry them (finished cells are kept).")
+        console.print(_markup("[yellow]{} cell(s) did not succeed[/]: {}; run the same command again to retry "
+                              "them (finished cells are kept).", len(failed), ", ".join(failed)))
 
 
 def _split(value: str | None) -> list[str] | None:

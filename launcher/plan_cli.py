@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ftlaunch import errors, estimator, plan, shapes
+from ftlaunch import errors, estimator, plan, shapes, term
 from ftlaunch import spec as spec_mod
 from ftlaunch.catalog import gpus as gpu_catalog
 from ftlaunch.catalog import prices as price_catalog
@@ -105,8 +105,8 @@ def recommendation(model: str, use_case: str, params: str | None = None, seq_len
         if best is not None:
             return {"model": shape.name, "params": shape.params, "size_class": shape.size_class, "use_case": use_case,
                     "task": task.value, "technique": t.value, "choice": best, "considered": tried,
-                    "why": f"{shape.size_class} model ({shape.params / 1e9:.2f}B parameters): {t.value} is the first "
-                           f"of {[x.value for x in order]} with an offer that fits; cheapest for 10M tokens: "
+                    "why": f"{shape.size_class} model ({term.count(shape.params)} parameters): {t.value} is the first "
+                           f"of {', '.join(x.value for x in order)} with an offer that fits; cheapest for 10M tokens: "
                            f"{best['target']} {best['instance']} at ${best['cost_usd']:.2f}"}
     raise errors.UserError(f"no technique for {shape.name} fits any priced offer.",
                            hint="use more GPUs (ftlaunch gpus --model ...) or a smaller model")
@@ -121,27 +121,27 @@ def print_plan(console: Any, p: plan.Plan, max_rows: int = 20) -> None:
     est = p.estimate or {}
     if est:
         tokens = est.get("tokens")
-        line = (f"[bold]{est.get('model')}[/]: {est.get('params', 0) / 1e9:.2f}B parameters "
-                f"({est.get('size_class')}), technique {est.get('technique')}")
+        line = (f"{term.count(est.get('params', 0))} parameters ({est.get('size_class')}), "
+                f"technique {est.get('technique')}")
         if tokens:
             line += (f"; tokens per epoch {tokens.get('low', 0):,.0f}-{tokens.get('high', 0):,.0f}"
                      f" ({tokens.get('how', '')})")
-        console.print(line)
+        console.print(term.markup("[bold]{}[/]: {}", str(est.get("model")), line))
     table = Table(show_lines=False, title="offers (best first)")
     for col, justify in (("target", "left"), ("instance", "left"), ("GPUs", "right"), ("$/h", "right"),
                          ("hours", "right"), ("total $", "right"), ("peak GB/GPU", "right"), ("fits", "center")):
         table.add_column(col, justify=justify, overflow="fold")
     rows = offers_table(p)
     for row in rows[:max_rows]:
-        mark = "[bold green]*[/] " if row["chosen"] else ""
+        mark = term.markup("[bold green]*[/] {}", row["target"]) if row["chosen"] else row["target"]
         hours, cost = row["hours"], row["total_usd"]
-        table.add_row(mark + row["target"], row["instance"] + (" (spot)" if row["spot"] else ""),
+        table.add_row(mark, row["instance"] + (" (spot)" if row["spot"] else ""),
                       f"{row['gpus']} x {row['gpu']}" if row["gpu"] else "CPU",
                       f"{row['usd_per_hour']:,.2f}",
                       f"{hours[0]:.2f}-{hours[1]:.2f}" if hours else "-",
                       f"{cost[0]:,.2f}-{cost[1]:,.2f}" if cost else "-",
                       f"{row['peak_gb_per_gpu']:.1f}" if row["peak_gb_per_gpu"] is not None else "?",
-                      "yes" if row["fits"] else "[red]no[/]" if row["fits"] is False else "?")
+                      "yes" if row["fits"] else term.plain("no", "red") if row["fits"] is False else "?")
     console.print(table)
     if len(rows) > max_rows:
         console.print(f"... {len(rows) - max_rows} more offers (--json lists all)")
@@ -150,11 +150,11 @@ def print_plan(console: Any, p: plan.Plan, max_rows: int = 20) -> None:
         where = ", ".join(one["fits_on"]) if one["fits_on"] else "none of the catalog's GPUs"
         console.print(f"on one GPU it needs {one['peak_gb']:.1f} GB: fits {where}")
     if p.offer is not None:
-        console.print(f"[bold]chosen:[/] {p.why}")
+        console.print(term.markup("[bold]chosen:[/] {}", p.why))
         if p.max_runtime_s:
             console.print(f"maximum runtime: {p.max_runtime_s} s")
     else:
-        console.print(f"[bold red]nothing chosen:[/] {p.why}")
+        console.print(term.markup("[bold red]nothing chosen:[/] {}", p.why))
 
 
 def _console() -> Any:
@@ -214,8 +214,9 @@ def gpus(model: str | None, params: str | None, seq_len: int, batch_size: int, o
     from rich.table import Table
 
     console = _console()
-    console.print(f"[bold]{data['model']}[/]: {data['params'] / 1e9:.2f}B parameters, {data['size_class']} "
-                  f"(micro-batch {batch_size} x {seq_len} tokens, gradient checkpointing, bf16)")
+    console.print(term.markup("[bold]{}[/]: {} parameters, {} (micro-batch {} x {} tokens, gradient checkpointing, "
+                              "bf16)", data["model"], term.count(data["params"]), data["size_class"], batch_size,
+                              seq_len))
     table = Table(title="peak GB per GPU / GPUs needed (1, 2, 4, 8; sharded)")
     techniques = list(dict.fromkeys(r["technique"] for r in data["rows"]))
     table.add_column("GPU")
@@ -245,8 +246,9 @@ def recommend(model: str | None, params: str | None, use_case: str, online: bool
         return
     console = _console()
     c = data["choice"]
-    console.print(f"[bold]{data['technique']}[/] on {c['target']} {c['instance']} ({c['gpus']} x {c['gpu']}): "
-                  f"peak {c['peak_gb_per_gpu']} of {c['gpu_memory_gb']} GB per GPU, ${c['usd_per_hour']:.2f}/h")
+    console.print(term.markup("[bold]{}[/] on {} {} ({} x {}): peak {} of {} GB per GPU, ${:.2f}/h", data["technique"],
+                              c["target"], c["instance"], c["gpus"], c["gpu"], c["peak_gb_per_gpu"],
+                              c["gpu_memory_gb"], c["usd_per_hour"]))
     console.print(data["why"])
     for t in data["considered"]:
         best = t["best"]
@@ -272,9 +274,9 @@ def prices_show(target: str | None, gpu: str | None, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table()
+    table = Table(box=None)  # one line a row: long cells end in an ellipsis on a terminal, in full in a pipe
     for col in ("target", "instance", "GPUs", "region", "$/h", "spot $/h", "date", "source"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, no_wrap=True, overflow="ellipsis")
     for r in rows:
         table.add_row(r["target"], r["instance"], f"{r['gpus']} x {r['gpu']}", r["region"],
                       f"{r['usd_per_hour']:.4f}" if r["usd_per_hour"] is not None else "-",
