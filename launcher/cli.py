@@ -25,15 +25,58 @@ def _console(stderr: bool = False):
     return term.console(stderr)
 
 
+# Commands that live beside their logic, loaded only when run, so `ftlaunch --help` imports no spec
+# model: name -> (module, attribute, the short help --help lists; a test keeps it equal to the command's).
+LAZY_COMMANDS = {
+    "estimate": ("ftlaunch.plan_cli", "estimate",
+                 "Memory, time and cost of SPEC on every offer, and the one ftlaunch would choose."),
+    "gpus": ("ftlaunch.plan_cli", "gpus",
+             "Which GPUs each technique needs for a model (peak GB on one GPU, fewest GPUs that fit)."),
+    "recommend": ("ftlaunch.plan_cli", "recommend",
+                  "The technique, GPU and target for a model and use case, with the numbers behind the choice."),
+    "prices": ("ftlaunch.plan_cli", "prices", "The dated price tables the planner uses."),
+    "check": ("ftlaunch.check", "check", "Say, per backend, whether its SDK, credentials and settings are in "
+              "place, and how to fix what is not."),
+    "build": ("ftlaunch.build_cli", "build", "Build the job image and push it, without launching."),
+}
+
+
 class Cli(click.Group):
     """A group whose bare form launches: `ftlaunch [OPTIONS] SPEC` is `ftlaunch launch [OPTIONS] SPEC`,
     and every user mistake is printed as one message with exit code 2, never a traceback."""
 
     def resolve_command(self, ctx: click.Context, args: list[str]):
         name = args[0] if args else None
-        if name is not None and name not in self.commands and not name.startswith("-"):
+        if name is not None and name not in self.list_commands(ctx) and not name.startswith("-"):
             return "launch", self.commands["launch"], args
         return super().resolve_command(ctx, args)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in LAZY_COMMANDS:
+            import importlib
+
+            module, attribute, _ = LAZY_COMMANDS[name]
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Click's listing, with the lazy commands' short help taken from LAZY_COMMANDS (no import)."""
+        from click.utils import make_default_short_help
+
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            if name in self.commands:
+                if not self.commands[name].hidden:
+                    rows.append((name, self.commands[name].get_short_help_str(limit)))
+            else:
+                rows.append((name, make_default_short_help(LAZY_COMMANDS[name][2], limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -55,7 +98,8 @@ def launch_options(func):
     options = [
         click.option("--cloud", type=click.Choice(["local", "sagemaker", "vertex", "azureml", "skypilot", "auto"]),
                      help="Where to run (default: the spec's resources.cloud)."),
-        click.option("--gpu", help="GPU type, optionally with a count: a100, h100:8, l4."),
+        click.option("--gpu", help="GPU type, optionally with a count: a100, h100:8, l4.",
+                     shell_complete=lambda ctx, param, incomplete: complete_gpus(incomplete)),
         click.option("--nodes", type=int, help="Number of nodes."),
         click.option("--spot/--no-spot", default=None, help="Use spot (preemptible) capacity."),
         click.option("--region", help="Cloud region."),
@@ -93,6 +137,9 @@ def main_group(ctx: click.Context, **options: Any) -> None:
     ctx.ensure_object(dict)
     ctx.obj["launch_defaults"] = options
     if ctx.invoked_subcommand is None:
+        if all(value in (None, ()) for value in options.values()):  # bare `ftlaunch`: say what it can do
+            click.echo(ctx.get_help())
+            ctx.exit(0)
         ctx.invoke(launch)
 
 
@@ -381,7 +428,7 @@ def _job(job_id: str | None) -> tuple[Any, Any]:
 
 
 @main_group.command()
-@click.argument("job_id", required=False)
+@click.argument("job_id", required=False, shell_complete=lambda ctx, param, incomplete: complete_jobs(incomplete))
 @click.option("--json", "as_json", is_flag=True)
 def status(job_id: str | None, as_json: bool) -> None:
     """One job's state (default: the latest), polled from its backend."""
@@ -399,7 +446,7 @@ def status(job_id: str | None, as_json: bool) -> None:
 
 
 @main_group.command()
-@click.argument("job_id", required=False)
+@click.argument("job_id", required=False, shell_complete=lambda ctx, param, incomplete: complete_jobs(incomplete))
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
 def logs(job_id: str | None, follow: bool) -> None:
     """A job's stdout and stderr (default: the latest job)."""
@@ -422,7 +469,7 @@ def cancel(job_id: str) -> None:
 
 
 @main_group.command()
-@click.argument("job_id", required=False)
+@click.argument("job_id", required=False, shell_complete=lambda ctx, param, incomplete: complete_jobs(incomplete))
 @click.option("--dest", type=click.Path(file_okay=False), help="Folder to put the outputs in "
               "(default: ./ftlaunch-outputs/JOB).")
 def fetch(job_id: str | None, dest: str | None) -> None:
@@ -442,7 +489,7 @@ def fetch(job_id: str | None, dest: str | None) -> None:
 @click.option("-n", "limit", default=20, show_default=True, help="How many jobs.")
 @click.option("--json", "as_json", is_flag=True)
 def ls_(limit: int, as_json: bool) -> None:
-    """Recorded jobs, newest first."""
+    """Recorded jobs, newest first; unfinished ones are polled (a few seconds at most)."""
     from rich.table import Table
 
     from ftlaunch import jobs
@@ -452,6 +499,7 @@ def ls_(limit: int, as_json: bool) -> None:
         records = store.list(limit)
     finally:
         store.close()
+    records = refresh_unfinished(records)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in records], indent=2))
         return
@@ -465,11 +513,100 @@ def ls_(limit: int, as_json: bool) -> None:
 
 
 @main_group.command()
-@click.argument("job_id", required=False)
+@click.argument("job_id", required=False, shell_complete=lambda ctx, param, incomplete: complete_jobs(incomplete))
 def show(job_id: str | None) -> None:
     """Everything recorded about a job: spec, plan, handle, state (JSON)."""
     record, _ = _job(job_id)
     click.echo(json.dumps(record.to_json(), indent=2))
+
+
+UNFINISHED = ("PENDING", "RUNNING")
+REFRESH_BUDGET_S = 5.0  # `ls` waits at most this long for all backends together
+REFRESH_FRESH_S = 15.0  # a job polled this recently is shown as recorded, not polled again
+
+
+def refresh_unfinished(records: list[Any], budget_s: float = REFRESH_BUDGET_S,
+                       fresh_s: float = REFRESH_FRESH_S) -> list[Any]:
+    """The records with unfinished jobs polled from their backends, in parallel and within budget_s in all.
+
+    A job recorded or polled in the last fresh_s seconds is not polled again (the record is the cache);
+    a backend that fails or does not answer in time leaves its record as it was. New states are stored.
+    """
+    import dataclasses
+    import queue
+    import threading
+
+    from ftlaunch import backends, jobs
+
+    now = time.time()
+    stale = [r for r in records if r.state in UNFINISHED and now - r.updated_at >= fresh_s]
+    if not stale:
+        return records
+    answers: queue.Queue = queue.Queue()
+
+    def poll(record: Any) -> None:
+        try:
+            answers.put((record.id, backends.get(record.backend).status(record.handle)))
+        except Exception:  # a backend that cannot answer now (no SDK, no credentials, no network)
+            answers.put((record.id, None))
+
+    for record in stale:  # daemon threads: a backend that hangs cannot hold the command past its budget
+        threading.Thread(target=poll, args=(record,), daemon=True).start()
+    found: dict[str, Any] = {}
+    deadline = now + budget_s
+    for _ in stale:
+        try:
+            job_id, status_ = answers.get(timeout=max(0.0, deadline - time.time()))
+        except queue.Empty:
+            break
+        if status_ is not None:
+            found[job_id] = status_
+    if not found:
+        return records
+    store = jobs.JobStore()
+    try:
+        for job_id, status_ in found.items():
+            fields = {"state": status_.state.value, "reason": status_.reason}
+            if getattr(status_, "actual_cost", None) is not None:
+                fields["actual_cost"] = status_.actual_cost
+            store.update(job_id, **fields)
+    finally:
+        store.close()
+    return [dataclasses.replace(r, state=found[r.id].state.value, reason=found[r.id].reason) if r.id in found else r
+            for r in records]
+
+
+def complete_gpus(incomplete: str) -> list[str]:
+    """Shell completion for --gpu: the catalog's GPU names (after a comma too, for comma-separated lists)."""
+    from ftlaunch.catalog import gpus
+
+    return _complete_list(incomplete, [g.name.lower() for g in gpus.GPUS])
+
+
+def complete_clouds(incomplete: str) -> list[str]:
+    """Shell completion for comma-separated --cloud lists."""
+    from ftlaunch import backends
+
+    return _complete_list(incomplete, list(backends.NAMES))
+
+
+def complete_jobs(incomplete: str) -> list[str]:
+    """Shell completion for JOB: recorded job ids, newest first."""
+    from ftlaunch import jobs
+
+    try:
+        store = jobs.JobStore()
+        try:
+            return [r.id for r in store.list(200) if r.id.startswith(incomplete)]
+        finally:
+            store.close()
+    except Exception:  # completion must never print a traceback into the user's shell
+        return []
+
+
+def _complete_list(incomplete: str, names: list[str]) -> list[str]:
+    head, comma, last = incomplete.rpartition(",")
+    return [head + comma + name for name in names if name.startswith(last.lower())]
 
 
 def _money(value: float | None) -> str:
@@ -482,8 +619,10 @@ def _money(value: float | None) -> str:
 @click.argument("spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
 @click.option("--techniques", help="Comma-separated techniques (default: the spec's bench.techniques, "
               "else every technique the task supports).")
-@click.option("--cloud", "clouds", help="Comma-separated targets to compare too (default: the spec's cloud).")
-@click.option("--gpu", "gpus", help="Comma-separated GPU types to compare too.")
+@click.option("--cloud", "clouds", help="Comma-separated targets to compare too (default: the spec's cloud).",
+              shell_complete=lambda ctx, param, incomplete: complete_clouds(incomplete))
+@click.option("--gpu", "gpus", help="Comma-separated GPU types to compare too.",
+              shell_complete=lambda ctx, param, incomplete: complete_gpus(incomplete))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec value.")
 @click.option("--out", type=click.Path(file_okay=False), help="Bench folder (default: ./bench-<name>); "
               "running again resumes it.")
@@ -527,18 +666,6 @@ def completion(shell: str) -> None:
     cls = get_completion_class(shell)
     comp = cls(main_group, {}, "ftlaunch", "_FTLAUNCH_COMPLETE")
     click.echo(comp.source())
-
-
-def _add_commands() -> None:
-    """Commands that live beside their logic: planning (estimate, gpus, recommend, prices), check, build."""
-    from ftlaunch import build_cli, check, plan_cli
-
-    for command in (plan_cli.estimate, plan_cli.gpus, plan_cli.recommend, plan_cli.prices, check.check,
-                    build_cli.build):
-        main_group.add_command(command)
-
-
-_add_commands()
 
 
 def main() -> None:

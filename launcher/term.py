@@ -20,9 +20,10 @@ def console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    tty = _isatty(stream)
-    return Console(stderr=stderr, highlight=False, markup=False, emoji=False, soft_wrap=not tty,
-                   width=None if tty else PIPE_WIDTH)
+    if _isatty(stream):
+        return Console(stderr=stderr, highlight=False, markup=False, emoji=False)
+    return Console(file=_TrimmedLines(stream), highlight=False, markup=False, emoji=False, soft_wrap=True,
+                   width=PIPE_WIDTH)
 
 
 def markup(template: str, *values: Any, **named: Any) -> Any:
@@ -69,3 +70,29 @@ def count(n: float) -> str:
             value = n / size
             return f"{value:.3g}{unit}" if value < 100 else f"{value:.0f}{unit}"
     return f"{n:.0f}"
+
+
+class _TrimmedLines:
+    """A text stream that drops the spaces rich pads table lines with, so a log file has none at line ends."""
+
+    def __init__(self, stream: Any):
+        self._stream, self._pending = stream, ""
+
+    def write(self, text: str) -> int:
+        lines = (self._pending + text).split("\n")
+        self._pending = lines.pop()
+        if lines:
+            self._stream.write("".join(line.rstrip(" ") + "\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._stream.write(self._pending)
+            self._pending = ""
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
