@@ -625,21 +625,23 @@ def _money(value: float | None) -> str:
               shell_complete=lambda ctx, param, incomplete: complete_gpus(incomplete))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec value.")
 @click.option("--out", type=click.Path(file_okay=False), help="Bench folder (default: ./bench-<name>); "
-              "running again resumes it.")
+              "running again resumes it, rerunning only cells whose spec changed.")
+@click.option("--force", is_flag=True, help="Rerun every cell, even those finished with the same spec.")
 def bench_command(spec_path: str | None, techniques: str | None, clouds: str | None, gpus: str | None,
-                  overrides: tuple[str, ...], out: str | None) -> None:
+                  overrides: tuple[str, ...], out: str | None, force: bool) -> None:
     """Run SPEC once per technique and write a report: quality, trainable parameters, memory, time, cost."""
     from ftlaunch import bench, bench_report
 
     console = _console()
     runner, rows = bench.run(spec_path or _default_spec(), techniques=_split(techniques), clouds=_split(clouds),
-                             gpus=_split(gpus), overrides=overrides, out=out,
+                             gpus=_split(gpus), overrides=overrides, out=out, force=force,
                              on_event=lambda message: console.print(_markup("[dim]bench[/] {}", message)))
     paths = bench_report.write(runner, rows)
     from rich.table import Table
 
     table = Table(box=None)
-    for col in bench_report.COLUMNS:
+    _, higher, label = bench.QUALITY[runner.base.task]
+    for col in bench_report.columns(label, higher):
         table.add_column(col)
     for row in bench_report.table_rows(rows):
         table.add_row(*row)
