@@ -1,7 +1,9 @@
 """`ftlaunch bench`: one spec across techniques (and optionally clouds and GPUs), each cell a normal job.
 
-The runner keeps its state in <out>/bench.json, so a bench can be resumed: cells that succeeded are
-not rerun, a failed cell is reported with its reason and the others still finish. Every number in the
+The runner keeps its state in <out>/bench.json, so a bench can be resumed: a cell that succeeded with
+the same effective spec (its digest) is not rerun, a cell whose spec changed runs again (`--force` reruns
+all), a failed cell is reported with its reason and the others still finish. Each cell records the
+machine's load average while it ran, so timings taken on a busy machine are flagged in the report. Every number in the
 report comes from the cells' fetched summary.json and metrics.jsonl (plus the planner's predictions).
 """
 
@@ -9,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from ftlaunch import errors, manifest
 from ftlaunch import spec as spec_mod
-from ftlaunch.techniques import Task, Technique, supported_techniques, unsupported_reason
+from ftlaunch.techniques import Task, Technique, supported_techniques, trainable_percent, unsupported_reason
 
 STATE_FILE = "bench.json"
 POLL_S = 1.0
@@ -69,9 +72,9 @@ class Runner:
     """Runs a bench's cells and keeps <out>/bench.json current after every change."""
 
     def __init__(self, base: spec_mod.Spec, cells: list[Cell], out: Path,
-                 on_event: Callable[[str], None] = lambda message: None):
+                 on_event: Callable[[str], None] = lambda message: None, force: bool = False):
         self.base, self.cells, self.out = base, cells, Path(out)
-        self.on_event = on_event
+        self.on_event, self.force = on_event, force
         self.out.mkdir(parents=True, exist_ok=True)
         self.state = self._load_state()
 
@@ -99,10 +102,16 @@ class Runner:
     # ------------------------------------------------------------------ running
     def run(self) -> dict[str, Any]:
         """Runs every unfinished cell: local cells one after another, cloud cells submitted together."""
-        todo = [c for c in self.cells if not self._finished(c)]
+        todo = []
         for cell in self.cells:
-            if cell not in todo:
-                self.on_event(f"{cell.key}: finished earlier, not rerun")
+            why = self._rerun_reason(cell)
+            if why is None:
+                self.on_event(f"{cell.key}: finished earlier with the same spec, not rerun (--force reruns it)")
+                continue
+            if why:
+                self.on_event(f"{cell.key}: {why}, so it runs again")
+                self.cell_state(cell).update(state="NEW", job=None)
+            todo.append(cell)
         local = [c for c in todo if c.cloud == "local"]
         remote = [c for c in todo if c.cloud != "local"]
         for cell in remote:
@@ -116,14 +125,24 @@ class Runner:
         return self.state
 
     def _finished(self, cell: Cell) -> bool:
+        return self._rerun_reason(cell) is None
+
+    def _rerun_reason(self, cell: Cell) -> str | None:
+        """None when the cell's finished outputs stand; "" when it simply has not finished; else why a
+        finished cell runs again (--force, its effective spec changed, its outputs do not verify)."""
         st = self.cell_state(cell)
         if st["state"] != "SUCCEEDED":
-            return False
+            return ""
+        if self.force:
+            return "--force"
+        digest = cell_digest(self.base, cell)
+        if st.get("digest") != digest:
+            return (f"its spec changed since it ran (digest {st.get('digest') or 'not recorded'} -> {digest})")
         try:
             manifest.verify(self.cell_dir(cell))
         except errors.UserError:
-            return False
-        return True
+            return "its outputs no longer verify against manifest.json"
+        return None
 
     def _submit(self, cell: Cell) -> bool:
         """Plans, renders and submits one cell; a failure to plan is recorded as the cell's reason."""
@@ -153,8 +172,8 @@ class Runner:
                       plan_json={k: v for k, v in plan.to_json().items() if k != "spec"})
         finally:
             store.close()
-        st.update(state="RUNNING", job=handle.job_name, reason=None, started_at=time.time(),
-                  predicted=self._prediction(spec, plan))
+        st.update(state="RUNNING", job=handle.job_name, reason=None, started_at=time.time(), digest=spec.digest(),
+                  predicted=self._prediction(spec, plan), cpus=os.cpu_count(), load_average_max=_load_average())
         self._save()
         self.on_event(f"{cell.key}: submitted {handle.job_name}")
         return True
@@ -193,6 +212,7 @@ class Runner:
         handle = record.handle
         while True:
             status = backend.status(handle)
+            st["load_average_max"] = max(st.get("load_average_max") or 0.0, _load_average() or 0.0)
             if status.state.done:
                 break
             time.sleep(POLL_S)
@@ -219,13 +239,27 @@ class Runner:
         self.on_event(f"{cell.key}: SUCCEEDED")
 
 
+def cell_digest(base: spec_mod.Spec, cell: Cell) -> str:
+    """The digest of a cell's effective spec: a finished cell is reused only while this is unchanged."""
+    return cell_spec(base, cell).digest()
+
+
+def _load_average() -> float | None:
+    """The machine's 1-minute load average (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def run(spec_path: str, *, techniques: list[str] | None = None, clouds: list[str] | None = None,
         gpus: list[str] | None = None, overrides: tuple[str, ...] = (), out: str | None = None,
-        on_event: Callable[[str], None] = lambda message: None) -> tuple[Runner, list[dict[str, Any]]]:
+        on_event: Callable[[str], None] = lambda message: None,
+        force: bool = False) -> tuple[Runner, list[dict[str, Any]]]:
     """Runs (or resumes) a bench and returns the runner and the report rows."""
     base = spec_mod.load(spec_path, overrides)
     cells = cells_for(base, techniques, clouds, gpus)
-    runner = Runner(base, cells, Path(out or f"bench-{base.name}"), on_event=on_event)
+    runner = Runner(base, cells, Path(out or f"bench-{base.name}"), on_event=on_event, force=force)
     runner.run()
     return runner, gather(runner)
 
@@ -264,7 +298,6 @@ def gather(runner: Runner) -> list[dict[str, Any]]:
             row["quality"] = s.get(key)
             row["trainable_params"] = s.get("trainable_params")
             row["total_params"] = s.get("total_params")
-            row["trainable_percent"] = s.get("trainable_percent")
             row["peak_memory_gb"] = s["peak_memory_bytes"] / 1e9 if s.get("peak_memory_bytes") else None
             row["train_runtime_s"] = s.get("train_runtime_s")
             row["wall_time_s"] = s.get("wall_time_s")
@@ -273,8 +306,26 @@ def gather(runner: Runner) -> list[dict[str, Any]]:
             row["weights_bytes"] = sum(p.stat().st_size for p in (folder / "weights").rglob("*")
                                        if p.is_file() and p.suffix == ".safetensors")
             row["losses"] = [(r["step"], r["loss"]) for r in _metrics(folder / "metrics.jsonl") if "loss" in r]
+        row["load_average_max"], row["cpus"] = st.get("load_average_max"), st.get("cpus")
         rows.append(row)
+    _trainable_percent(rows)
     return rows
+
+
+def _trainable_percent(rows: list[dict[str, Any]]) -> None:
+    """Sets each row's trainable % by the one definition (techniques.trainable_percent): trainable over
+    all parameters of the trained model, unquantised. Results stored before the trainer counted 4-bit
+    weights unpacked hold a QLoRA total about half too small; the frozen base is the same in every PEFT
+    cell of a bench, so the largest frozen count stands for it."""
+    frozen = max(((r.get("total_params") or 0) - (r.get("trainable_params") or 0) for r in rows), default=0)
+    for r in rows:
+        trainable, total = r.get("trainable_params"), r.get("total_params")
+        if trainable is None or not total:
+            r["trainable_percent"] = None
+            continue
+        if trainable < total:
+            total = max(total, frozen + trainable)
+        r["trainable_percent"] = trainable_percent(trainable, total)
 
 
 def _metrics(path: Path) -> list[dict[str, Any]]:

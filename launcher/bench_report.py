@@ -15,16 +15,17 @@ from typing import Any
 from ftlaunch import bench
 from ftlaunch.techniques import Task
 
-# The seed's "Classification by Use Case" table, and which task measures each row.
-SEED_USE_CASES = [
+# Which technique is usually recommended per use case, and which task measures each row.
+USE_CASE_METHODS = [
     ("Text Classification", "Full FT / PEFT", Task.CLASSIFICATION),
     ("Instruction Following", "Instruction FT / LoRA", Task.SFT),
     ("Conversational Agents", "RLHF / Supervised FT", Task.RL),
     ("Multimodal Applications", "Adapter / PEFT", None),
 ]
-PLOTS = ("quality_vs_params", "quality_vs_cost", "loss_curves", "memory")
 # relative margin within which a cheaper technique counts as "as good" as the best one
 AS_GOOD = 0.02
+# a cell whose 1-minute load average exceeded the CPU count ran beside other work: its time is inflated
+BUSY_LOAD_PER_CPU = 1.0
 
 
 def write(runner: bench.Runner, rows: list[dict[str, Any]]) -> dict[str, Path]:
@@ -34,10 +35,11 @@ def write(runner: bench.Runner, rows: list[dict[str, Any]]) -> dict[str, Path]:
     plots_dir.mkdir(exist_ok=True)
     key, higher, label = bench.QUALITY[runner.base.task]
     facts = analyse(rows, higher)
-    plots = draw(rows, plots_dir, label, higher, facts["cost_label"])
-    md = markdown(runner, rows, facts, label, higher, {k: p.relative_to(out).as_posix() for k, p in plots.items()})
+    plots, titles = draw(rows, plots_dir, label, higher, facts["cost_label"])
+    md = markdown(runner, rows, facts, label, higher, {k: p.relative_to(out).as_posix() for k, p in plots.items()},
+                  titles)
     (out / "report.md").write_text(md, encoding="utf-8")
-    (out / "report.html").write_text(to_html(runner, rows, facts, label, plots), encoding="utf-8")
+    (out / "report.html").write_text(to_html(runner, rows, facts, label, higher, plots, titles), encoding="utf-8")
     return {"markdown": out / "report.md", "html": out / "report.html", **plots}
 
 
@@ -74,8 +76,28 @@ def analyse(rows: list[dict[str, Any]], higher: bool) -> dict[str, Any]:
         text = (f"use {cheapest['technique']}: within {AS_GOOD:.0%} of the best quality ({_q(cheapest['quality'])} vs "
                 f"{_q(best['quality'])} for {best['technique']}) at {_cost(cheapest, cost_label)} instead of "
                 f"{_cost(best, cost_label)}, training {_pct(cheapest)} of the parameters.")
-    return {"front": front, "recommendation": text + same_cost, "cost_label": cost_label, "best": best["cell"],
-            "choice": cheapest["cell"]}
+    busy = busy_cells(rows)
+    caveat = "" if not busy else (
+        f" Caveat: {', '.join(busy)} ran while the machine had more runnable work than CPUs (load average above "
+        f"the CPU count), so {'their' if len(busy) > 1 else 'its'} training time is inflated and the choice by "
+        f"{cost_label} may not hold; rerun with --force on an idle machine to confirm.")
+    return {"front": front, "recommendation": text + same_cost + caveat, "cost_label": cost_label,
+            "best": best["cell"], "choice": cheapest["cell"], "busy": busy}
+
+
+def busy_cells(rows: list[dict[str, Any]]) -> list[str]:
+    """Cells whose recorded peak 1-minute load average exceeded the machine's CPU count."""
+    return [r["cell"] for r in rows if r.get("load_average_max") and r.get("cpus")
+            and r["load_average_max"] > BUSY_LOAD_PER_CPU * r["cpus"]]
+
+
+def direction(higher: bool) -> str:
+    return "higher is better" if higher else "lower is better"
+
+
+def metric(label: str, higher: bool) -> str:
+    """The quality metric's name with its direction, e.g. "eval loss (lower is better)"."""
+    return f"{label} ({direction(higher)})"
 
 
 def _q(value: float) -> str:
@@ -96,16 +118,28 @@ def _cost(row: dict[str, Any], label: str) -> str:
 
 # ---------------------------------------------------------------------- plots
 
-def draw(rows: list[dict[str, Any]], folder: Path, label: str, higher: bool, cost_label: str) -> dict[str, Path]:
+def draw(rows: list[dict[str, Any]], folder: Path, label: str, higher: bool,
+         cost_label: str) -> tuple[dict[str, Path], dict[str, str]]:
+    """The plots as PNG files, and each plot's title (what it shows), by plot name."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     done = [r for r in rows if r.get("quality") is not None]
     paths: dict[str, Path] = {}
+    titles: dict[str, str] = {}
+    plain = ticker.FuncFormatter(lambda value, _: f"{value:.4g}")  # 5.98, never 5.98x10^0
 
     def save(fig: Any, name: str) -> None:
+        ax = fig.axes[0]
+        titles[name] = ax.get_title()
+        ax.yaxis.set_major_formatter(plain)  # quality, loss and GB read as plain numbers
+        if ax.get_yscale() == "log":
+            ax.yaxis.set_minor_formatter(plain)
+        if name.startswith("quality_vs_") and ax.get_xscale() != "log":
+            ax.xaxis.set_major_formatter(plain)
         fig.tight_layout()
         path = folder / f"{name}.png"
         fig.savefig(path, dpi=110)
@@ -120,7 +154,7 @@ def draw(rows: list[dict[str, Any]], folder: Path, label: str, higher: bool, cos
                         xytext=(4, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
-    ax.set_ylabel(label + (" (higher is better)" if higher else " (lower is better)"))
+    ax.set_ylabel(metric(label, higher))
     ax.set_title(f"{label} vs trainable parameters")
     ax.grid(True, alpha=0.3)
     save(fig, "quality_vs_params")
@@ -134,10 +168,11 @@ def draw(rows: list[dict[str, Any]], folder: Path, label: str, higher: bool, cos
         ax.annotate(r["technique"], (r["cost_for_pareto"], r["quality"]), textcoords="offset points",
                     xytext=(4, 4), fontsize=8)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(label)
+    ax.set_ylabel(metric(label, higher))
     ax.set_title(f"{label} vs {cost_label}")
     ax.grid(True, alpha=0.3)
-    save(fig, "quality_vs_cost")
+    # named by what it shows: predicted cost, or (where every cell costs the same) measured training time
+    save(fig, "quality_vs_cost" if cost_label == "predicted cost" else "quality_vs_time")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in done:
@@ -164,13 +199,18 @@ def draw(rows: list[dict[str, Any]], folder: Path, label: str, higher: bool, cos
     ax.set_title("peak memory: predicted vs measured")
     ax.legend(fontsize=8)
     save(fig, "memory")
-    return paths
+    return paths, titles
 
 
 # ---------------------------------------------------------------------- text
 
 COLUMNS = ("technique", "state", "quality", "trainable", "trainable %", "peak GB predicted", "peak GB measured",
            "train time s", "tokens/s", "predicted $", "actual $", "weights MB")
+
+
+def columns(label: str, higher: bool) -> tuple[str, ...]:
+    """The table's header, with the quality column named by its metric and direction."""
+    return tuple(metric(label, higher) if c == "quality" else c for c in COLUMNS)
 
 
 def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
@@ -185,7 +225,7 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             _fmt(r.get("trainable_percent"), "{:.3g}"),
             _fmt(r.get("predicted_peak_gb"), "{:.2f}"),
             _fmt(r.get("peak_memory_gb"), "{:.2f}"),
-            _fmt(r.get("train_runtime_s"), "{:.1f}"),
+            _fmt(r.get("train_runtime_s"), "{:.1f}") + (" (busy)" if r["cell"] in busy_cells([r]) else ""),
             _fmt(r.get("tokens_per_s"), "{:.0f}"),
             f"{cost[0]:.2f}-{cost[1]:.2f}" if cost else "-",
             _fmt(r.get("actual_cost_usd"), "{:.2f}"),
@@ -199,10 +239,10 @@ def _fmt(value: Any, pattern: str) -> str:
 
 
 def use_case_rows(runner: bench.Runner, facts: dict[str, Any], rows: list[dict[str, Any]]) -> list[list[str]]:
-    """The seed's use-case table, with the measured choice in the row this bench's task measures."""
+    """Use case, the usually recommended technique, and this bench's choice in the row its task measures."""
     by_cell = {r["cell"]: r for r in rows}
     out = []
-    for use_case, seed_method, task in SEED_USE_CASES:
+    for use_case, seed_method, task in USE_CASE_METHODS:
         measured = "not measured by this bench"
         if task is runner.base.task and facts.get("choice"):
             choice = by_cell[facts["choice"]]
@@ -212,38 +252,42 @@ def use_case_rows(runner: bench.Runner, facts: dict[str, Any], rows: list[dict[s
 
 
 def markdown(runner: bench.Runner, rows: list[dict[str, Any]], facts: dict[str, Any], label: str, higher: bool,
-             plots: dict[str, str]) -> str:
+             plots: dict[str, str], titles: dict[str, str] | None = None) -> str:
     base = runner.base
     lines = [f"# Bench: {base.name}", "",
              f"{base.task.value} on `{base.model}`, {len(rows)} cells. Quality is **{label}** "
              f"({'higher' if higher else 'lower'} is better) on the held-out evaluation set.", "",
              f"**Recommendation:** {facts['recommendation']}", "",
              f"**Pareto front** (quality vs {facts['cost_label']}): {', '.join(facts['front']) or '-'}", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+             "| " + " | ".join(columns(label, higher)) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in table_rows(rows)]
     lines += ["", "Memory is in GB (10^9 bytes) throughout. "
               "Peak memory predicted is the estimator's GPU figure for this job; measured is the job's own peak "
               "(CUDA allocator on a GPU, process resident memory on a CPU). Predicted $ is the cheapest cloud offer "
-              "that fits, from the planner; actual $ is what the run cost.", "",
-              "## Use case → method (the seed's table, with this bench's measurement)", "",
-              "| use case | seed recommends | measured here |", "|---|---|---|"]
+              "that fits, from the planner; actual $ is what the run cost. Trainable % is trainable parameters "
+              "over all parameters of the trained model, counted unquantised (so LoRA and QLoRA agree)."
+              + (" (busy): the machine's load average exceeded its CPU count while the cell ran." if facts.get("busy")
+                 else ""), "",
+              "## Use case → technique (what is usually recommended, and what this bench measured)", "",
+              "| use case | usually recommended | measured here |", "|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in use_case_rows(runner, facts, rows)]
     lines += ["", "## Plots", ""]
-    lines += [f"![{name}]({path})" for name, path in plots.items()]
+    lines += [f"![{(titles or {}).get(name, name)}]({path})" for name, path in plots.items()]
     lines.append("")
     return "\n".join(lines)
 
 
-def to_html(runner: bench.Runner, rows: list[dict[str, Any]], facts: dict[str, Any], label: str,
-            plots: dict[str, Path]) -> str:
+def to_html(runner: bench.Runner, rows: list[dict[str, Any]], facts: dict[str, Any], label: str, higher: bool,
+            plots: dict[str, Path], titles: dict[str, str] | None = None) -> str:
     e = html.escape
-    head = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
+    head = "".join(f"<th>{e(c)}</th>" for c in columns(label, higher))
     body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in table_rows(rows))
     seed = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>"
                    for row in use_case_rows(runner, facts, rows))
     images = "".join(
         f'<figure><img alt="{e(name)}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
-        f"<figcaption>{e(name.replace('_', ' '))}</figcaption></figure>" for name, path in plots.items())
+        f"<figcaption>{e((titles or {}).get(name, name.replace('_', ' ')))}</figcaption></figure>"
+        for name, path in plots.items())
     base = runner.base
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Bench: {e(base.name)}</title>
@@ -258,12 +302,12 @@ figure {{ display: inline-block; margin: 0.5rem; }} img {{ width: 520px; border:
 </style></head><body>
 <h1>Bench: {e(base.name)}</h1>
 <p>{e(base.task.value)} on <code>{e(base.model)}</code>, {len(rows)} cells. Quality is <b>{e(label)}</b>
-on the held-out evaluation set.</p>
+({e(direction(higher))}) on the held-out evaluation set.</p>
 <p class="rec"><b>Recommendation:</b> {e(facts['recommendation'])}</p>
 <p><b>Pareto front</b> (quality vs {e(facts['cost_label'])}): {e(', '.join(facts['front']) or '-')}</p>
 <table id="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
-<h2>Use case &rarr; method</h2>
-<table id="use-cases"><thead><tr><th>use case</th><th>seed recommends</th><th>measured here</th></tr></thead>
+<h2>Use case &rarr; technique</h2>
+<table id="use-cases"><thead><tr><th>use case</th><th>usually recommended</th><th>measured here</th></tr></thead>
 <tbody>{seed}</tbody></table>
 <h2>Plots</h2>
 {images}

@@ -31,19 +31,17 @@ def check(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from rich.markup import escape
-
     from ftlaunch import term
 
     console = term.console()
     for row in rows:
         mark = "[green]ready[/]" if row["ready"] else "[yellow]not ready[/]"
-        console.print(f"[bold]{row['backend']}[/]: {mark}")
+        console.print(term.markup("[bold]{}[/]: " + mark, row["backend"]))
         for item in row["items"]:
             sign = "[green]ok[/]  " if item["ok"] else "[red]missing[/]"
-            console.print(f"  {sign} {escape(item['what'])}" + (f": {escape(item['detail'])}" if item["detail"] else ""))
+            console.print(term.markup("  " + sign + " {}{}", item["what"], f": {item['detail']}" if item["detail"] else ""))
             if not item["ok"] and item["fix"]:
-                console.print(f"          fix: {escape(item['fix'])}")
+                console.print(term.plain(f"          fix: {item['fix']}"))
 
 
 def _item(what: str, ok: bool, detail: str = "", fix: str = "") -> dict[str, Any]:

@@ -26,15 +26,58 @@ def _console(stderr: bool = False):
     return term.console(stderr)
 
 
+# Commands that live beside their logic, loaded only when run, so `ftlaunch --help` imports no spec
+# model: name -> (module, attribute, the short help --help lists; a test keeps it equal to the command's).
+LAZY_COMMANDS = {
+    "estimate": ("ftlaunch.plan_cli", "estimate",
+                 "Memory, time and cost of SPEC on every offer, and the one ftlaunch would choose."),
+    "gpus": ("ftlaunch.plan_cli", "gpus",
+             "Which GPUs each technique needs for a model (peak GB on one GPU, fewest GPUs that fit)."),
+    "recommend": ("ftlaunch.plan_cli", "recommend",
+                  "The technique, GPU and target for a model and use case, with the numbers behind the choice."),
+    "prices": ("ftlaunch.plan_cli", "prices", "The dated price tables the planner uses."),
+    "check": ("ftlaunch.check", "check", "Say, per backend, whether its SDK, credentials and settings are in "
+              "place, and how to fix what is not."),
+    "build": ("ftlaunch.build_cli", "build", "Build the job image and push it, without launching."),
+}
+
+
 class Cli(click.Group):
     """A group whose bare form launches: `ftlaunch [OPTIONS] SPEC` is `ftlaunch launch [OPTIONS] SPEC`,
     and every user mistake is printed as one message with exit code 2, never a traceback."""
 
     def resolve_command(self, ctx: click.Context, args: list[str]):
         name = args[0] if args else None
-        if name is not None and name not in self.commands and not name.startswith("-"):
+        if name is not None and name not in self.list_commands(ctx) and not name.startswith("-"):
             return "launch", self.commands["launch"], args
         return super().resolve_command(ctx, args)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in LAZY_COMMANDS:
+            import importlib
+
+            module, attribute, _ = LAZY_COMMANDS[name]
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Click's listing, with the lazy commands' short help taken from LAZY_COMMANDS (no import)."""
+        from click.utils import make_default_short_help
+
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            if name in self.commands:
+                if not self.commands[name].hidden:
+                    rows.append((name, self.commands[name].get_short_help_str(limit)))
+            else:
+                rows.append((name, make_default_short_help(LAZY_COMMANDS[name][2], limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -44,10 +87,11 @@ class Cli(click.Group):
             ctx.exit(exc.exit_code)
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+def _markup(template: str, *values: Any) -> Any:
+    """Our styling around user text that prints verbatim (see term.markup)."""
+    from ftlaunch import term
 
-    return escape(text)
+    return term.markup(template, *values)
 
 
 def launch_options(func):
@@ -55,7 +99,8 @@ def launch_options(func):
     options = [
         click.option("--cloud", type=click.Choice(["local", "sagemaker", "vertex", "azureml", "skypilot", "auto"]),
                      help="Where to run (default: the spec's resources.cloud)."),
-        click.option("--gpu", help="GPU type, optionally with a count: a100, h100:8, l4."),
+        click.option("--gpu", help="GPU type, optionally with a count: a100, h100:8, l4.",
+                     shell_complete=lambda ctx, param, incomplete: complete_gpus(incomplete)),
         click.option("--nodes", type=int, help="Number of nodes."),
         click.option("--spot/--no-spot", default=None, help="Use spot (preemptible) capacity."),
         click.option("--region", help="Cloud region."),
@@ -97,6 +142,9 @@ def main_group(ctx: click.Context, **options: Any) -> None:
     ctx.ensure_object(dict)
     ctx.obj["launch_defaults"] = options
     if ctx.invoked_subcommand is None:
+        if all(value in (None, ()) for value in options.values()):  # bare `ftlaunch`: say what it can do
+            click.echo(ctx.get_help())
+            ctx.exit(0)
         ctx.invoke(launch)
 
 
@@ -176,18 +224,18 @@ def show_dry_run(prepared: Prepared, as_json: bool) -> None:
         return
     console = _console()
     print_plan(console, prepared.plan)
-    console.print(f"\n[bold]The job request[/] (exactly what submit sends to {prepared.request.backend}):")
+    console.print(_markup("\n[bold]The job request[/] (exactly what submit sends to {}):", prepared.request.backend))
     console.print_json(json.dumps(prepared.request.to_json(), default=str))
     if image:
-        console.print(_escape(image["summary"]), soft_wrap=True)
-    console.print("\n[dim]Dry run: nothing was submitted. Drop --dry-run to launch.[/]")
+        console.print(image["summary"], soft_wrap=True)
+    console.print(_markup("\n[dim]Dry run: nothing was submitted. Drop --dry-run to launch.[/]"))
 
 
 def print_plan(console: Any, plan: Any) -> None:
     """The offers table (target, instance, GPUs, $/h, hours, total $, peak GB/GPU, fits) and the choice."""
     from ftlaunch import plan_cli
 
-    console.print(f"[bold]job[/] {plan.job_name}")
+    console.print(_markup("[bold]job[/] {}", plan.job_name))
     plan_cli.print_plan(console, plan)
 
 
@@ -220,7 +268,7 @@ def submit(prepared: Prepared, follow: bool, as_json: bool) -> None:
         click.echo(json.dumps({"job": handle.job_name, "backend": handle.backend,
                                "provider_id": handle.provider_id, "output": handle.output_uri}))
         return
-    console.print(f"[bold green]submitted[/] {handle.job_name} to {handle.backend}")
+    console.print(_markup("[bold green]submitted[/] {} to {}", handle.job_name, handle.backend))
     if not follow:
         _print_next_steps(console, handle.job_name)
         return
@@ -242,7 +290,7 @@ def follow_job(console: Any, backend: Any, handle: Any) -> int:
         for line in backend.logs(handle, follow=True):
             click.echo(line)
     except KeyboardInterrupt:
-        console.print(f"\n[yellow]detached[/]; {handle.job_name} keeps running.")
+        console.print(_markup("\n[yellow]detached[/]; {} keeps running.", handle.job_name))
         _print_next_steps(console, handle.job_name)
         return 0
     status = _refresh(backend, handle)
@@ -270,8 +318,8 @@ def _print_next_steps(console: Any, job: str) -> None:
 
 def _print_outcome(console: Any, handle: Any, status: Any) -> None:
     color = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow"}.get(status.state.value, "white")
-    console.print(f"[bold {color}]{status.state.value}[/] {handle.job_name}"
-                  + (f": {_escape(status.reason)}" if status.reason else ""))
+    console.print(_markup("[bold " + color + "]{}[/] {}{}", status.state.value, handle.job_name,
+                          f": {status.reason}" if status.reason else ""))
     if status.state.value == "SUCCEEDED" and handle.backend == "local":
         _print_results(console, Path(handle.output_uri))
     if status.state.value == "SUCCEEDED":
@@ -323,8 +371,8 @@ def validate(spec_path: str | None, overrides: tuple[str, ...], check_data: bool
         click.echo(json.dumps({"spec": spec.to_json(), "data": report.to_json() if report else None}, indent=2))
     else:
         console = _console()
-        console.print(f"[green]ok[/] {_escape(str(path))}: {spec.task.value} with {spec.technique.value} on "
-                      f"{_escape(spec.model)}")
+        console.print(_markup("[green]ok[/] {}: {} with {} on {}", path, spec.task.value, spec.technique.value,
+                              spec.model))
         if report is not None:
             preflight.print_report(console, report)
     if report is not None and not report.ok:
@@ -367,32 +415,42 @@ def init(use_case: str, size: str, model: str | None, name: str | None, out_path
 @main_group.command()
 @click.option("--task", type=click.Choice(["sft", "cpt", "classification", "reward", "dpo", "rl"]),
               help="Only show whether each technique supports this task.")
+@click.option("--model", default="Qwen/Qwen2.5-7B", show_default=True,
+              help="Model the trainable share and memory are computed for (built-in table or local path).")
 @click.option("--json", "as_json", is_flag=True)
-def techniques(task: str | None, as_json: bool) -> None:
-    """Which technique fits which task, one line each."""
+def techniques(task: str | None, model: str, as_json: bool) -> None:
+    """How the techniques differ: trainable share, memory on one GPU, typical use, what each trains."""
     from rich.table import Table
 
-    from ftlaunch import techniques as tech
+    from ftlaunch import techniques as tech, term
 
     rows = tech.table()
+    numbers = {r["technique"]: r for r in tech.compare(model)}
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([{**row, **numbers[row["technique"]]} for row in rows], indent=2))
         return
-    tasks = [task] if task else [t.value for t in tech.Task]
-    table = Table(show_lines=False, box=None)
+    # Task columns only where they say something: a task asked for, or a pair that is not supported.
+    tasks = [task] if task else [t.value for t in tech.Task if any(r["tasks"][t.value] for r in rows)]
+    table = Table(box=None, title=f"for {model}: trainable share and peak GB on one GPU "
+                                  f"(micro-batch 8 x 512 tokens, bf16, gradient checkpointing)")
     table.add_column("technique", style="bold")
+    table.add_column("trainable", justify="right")
+    table.add_column("peak GB", justify="right")
+    table.add_column("typical use")
     for name in tasks:
         table.add_column(name, justify="center")
     table.add_column("what it trains")
     for row in rows:
-        marks = ["yes" if row["tasks"][name] is None else "[dim]no[/]" for name in tasks]
-        table.add_row(row["technique"], *marks, row["description"])
+        n = numbers[row["technique"]]
+        marks = ["yes" if row["tasks"][name] is None else term.plain("no", "dim") for name in tasks]
+        table.add_row(row["technique"], f"{n['trainable_percent']:.3g}%", f"{n['peak_gb']:.1f}",
+                      ", ".join(n["use_cases"]) or "-", *marks, row["description"])
     console = _console()
     console.print(table)
-    reasons = {(r["technique"], name): r["tasks"][name] for r in rows for name in tasks if r["tasks"][name]}
-    if reasons and task:
-        for (technique, _), reason in reasons.items():
-            console.print(f"[dim]{technique} x {task}: {reason}[/]")
+    for r in rows:
+        for name in tasks:
+            if r["tasks"][name]:
+                console.print(term.markup("[dim]{} x {}: {}[/]", r["technique"], name, r["tasks"][name]))
 
 
 # ---------------------------------------------------------------- jobs
@@ -419,7 +477,7 @@ def _job_id(job_id: str) -> str:
 
 
 @main_group.command()
-@click.argument("job_id", required=False)
+@click.argument("job_id", required=False, shell_complete=lambda ctx, param, incomplete: complete_jobs(incomplete))
 @click.option("--json", "as_json", is_flag=True)
 def status(job_id: str | None, as_json: bool) -> None:
     """One job's state (default: the latest), polled from its backend."""
@@ -431,13 +489,13 @@ def status(job_id: str | None, as_json: bool) -> None:
                                "reason": current.reason, "output": record.output_uri}))
         return
     console = _console()
-    console.print(f"{record.id}  [bold]{current.state.value}[/]  ({record.backend})"
-                  + (f"  {_escape(current.reason)}" if current.reason else ""))
+    console.print(_markup("{}  [bold]{}[/]  ({}){}", record.id, current.state.value, record.backend,
+                          f"  {current.reason}" if current.reason else ""))
     console.print(f"  outputs: {record.output_uri}")
 
 
 @main_group.command()
-@click.argument("job_id", required=False)
+@click.argument("job_id", required=False, shell_complete=lambda ctx, param, incomplete: complete_jobs(incomplete))
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
 def logs(job_id: str | None, follow: bool) -> None:
     """A job's stdout and stderr (default: the latest job)."""
@@ -481,7 +539,7 @@ def _latest_running(scan: int = 20) -> tuple[Any, Any]:
 
 
 @main_group.command()
-@click.argument("job_id", required=False)
+@click.argument("job_id", required=False, shell_complete=lambda ctx, param, incomplete: complete_jobs(incomplete))
 @click.option("--dest", type=click.Path(file_okay=False), help="Folder to put the outputs in: a new or empty "
               "one, or one an earlier fetch wrote (default: ./ftlaunch-outputs/JOB).")
 @click.option("--checkpoint", is_flag=True, help="Bring back the newest complete checkpoint instead (a stopped "
@@ -500,7 +558,7 @@ def fetch(job_id: str | None, dest: str | None, checkpoint: bool) -> None:
         from ftlaunch.backends.local import backend as local_backend
 
         folder = local_backend.fetch_checkpoint(record.handle, target)
-        _console().print(f"[green]fetched[/] {record.id}'s newest complete checkpoint into {_escape(str(folder))}")
+        _console().print(_markup("[green]fetched[/] {}'s newest complete checkpoint into {}", record.id, str(folder)))
         return
     from ftlaunch import manifest
     from ftlaunch.backends import base
@@ -509,20 +567,20 @@ def fetch(job_id: str | None, dest: str | None, checkpoint: bool) -> None:
     folder = backend.fetch(record.handle, target)
     data = manifest.verify(folder)
     console = _console()
-    console.print(f"[green]fetched[/] {record.id} into {_escape(str(folder))}: {len(data['files'])} files "
-                  f"verified against manifest.json")
+    console.print(_markup("[green]fetched[/] {} into {}: {} files verified against manifest.json",
+                          record.id, str(folder), len(data["files"])))
     extra = base.unlisted(folder, data)
     if extra:
         shown = ", ".join(extra[:10]) + (f" and {len(extra) - 10} more" if len(extra) > 10 else "")
-        console.print(f"[yellow]warning[/]: {len(extra)} file(s) not listed in manifest.json, so not verified: "
-                      f"{_escape(shown)}")
+        console.print(_markup("[yellow]warning[/]: {} file(s) not listed in manifest.json, so not verified: {}",
+                              len(extra), shown))
 
 
 @main_group.command(name="ls")
 @click.option("-n", "limit", default=20, show_default=True, help="How many jobs.")
 @click.option("--json", "as_json", is_flag=True)
 def ls_(limit: int, as_json: bool) -> None:
-    """Recorded jobs, newest first."""
+    """Recorded jobs, newest first; unfinished ones are polled (a few seconds at most)."""
     from rich.table import Table
 
     from ftlaunch import jobs
@@ -532,6 +590,7 @@ def ls_(limit: int, as_json: bool) -> None:
         records = store.list(limit)
     finally:
         store.close()
+    records = refresh_unfinished(records)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in records], indent=2))
         return
@@ -545,7 +604,7 @@ def ls_(limit: int, as_json: bool) -> None:
 
 
 @main_group.command()
-@click.argument("job_id", required=False)
+@click.argument("job_id", required=False, shell_complete=lambda ctx, param, incomplete: complete_jobs(incomplete))
 def show(job_id: str | None) -> None:
     """Everything recorded about a job: spec, plan, handle, state, attempts with their first and last logged
     steps (JSON)."""
@@ -583,13 +642,102 @@ def resume_job(job_id: str, follow: bool) -> None:
     finally:
         store.close()
     console = _console()
-    console.print(f"[bold green]resumed[/] {record.id}: attempt {attempt['attempt']} on {record.backend}")
+    console.print(_markup("[bold green]resumed[/] {}: attempt {} on {}", record.id, attempt["attempt"], record.backend))
     if not follow:
         _print_next_steps(console, record.id)
         return
     code = follow_job(console, backend, handle)
     if code:
         click.get_current_context().exit(code)
+
+
+UNFINISHED = ("PENDING", "RUNNING")
+REFRESH_BUDGET_S = 5.0  # `ls` waits at most this long for all backends together
+REFRESH_FRESH_S = 15.0  # a job polled this recently is shown as recorded, not polled again
+
+
+def refresh_unfinished(records: list[Any], budget_s: float = REFRESH_BUDGET_S,
+                       fresh_s: float = REFRESH_FRESH_S) -> list[Any]:
+    """The records with unfinished jobs polled from their backends, in parallel and within budget_s in all.
+
+    A job recorded or polled in the last fresh_s seconds is not polled again (the record is the cache);
+    a backend that fails or does not answer in time leaves its record as it was. New states are stored.
+    """
+    import dataclasses
+    import queue
+    import threading
+
+    from ftlaunch import backends, jobs
+
+    now = time.time()
+    stale = [r for r in records if r.state in UNFINISHED and now - r.updated_at >= fresh_s]
+    if not stale:
+        return records
+    answers: queue.Queue = queue.Queue()
+
+    def poll(record: Any) -> None:
+        try:
+            answers.put((record.id, backends.get(record.backend).status(record.handle)))
+        except Exception:  # a backend that cannot answer now (no SDK, no credentials, no network)
+            answers.put((record.id, None))
+
+    for record in stale:  # daemon threads: a backend that hangs cannot hold the command past its budget
+        threading.Thread(target=poll, args=(record,), daemon=True).start()
+    found: dict[str, Any] = {}
+    deadline = now + budget_s
+    for _ in stale:
+        try:
+            job_id, status_ = answers.get(timeout=max(0.0, deadline - time.time()))
+        except queue.Empty:
+            break
+        if status_ is not None:
+            found[job_id] = status_
+    if not found:
+        return records
+    store = jobs.JobStore()
+    try:
+        for job_id, status_ in found.items():
+            fields = {"state": status_.state.value, "reason": status_.reason}
+            if getattr(status_, "actual_cost", None) is not None:
+                fields["actual_cost"] = status_.actual_cost
+            store.update(job_id, **fields)
+    finally:
+        store.close()
+    return [dataclasses.replace(r, state=found[r.id].state.value, reason=found[r.id].reason) if r.id in found else r
+            for r in records]
+
+
+def complete_gpus(incomplete: str) -> list[str]:
+    """Shell completion for --gpu: the catalog's GPU names (after a comma too, for comma-separated lists)."""
+    from ftlaunch.catalog import gpus
+
+    return _complete_list(incomplete, [g.name.lower() for g in gpus.GPUS])
+
+
+def complete_clouds(incomplete: str) -> list[str]:
+    """Shell completion for comma-separated --cloud lists."""
+    from ftlaunch import backends
+
+    return _complete_list(incomplete, list(backends.NAMES))
+
+
+def complete_jobs(incomplete: str) -> list[str]:
+    """Shell completion for JOB: recorded job ids, newest first."""
+    from ftlaunch import jobs
+
+    try:
+        store = jobs.JobStore()
+        try:
+            return [r.id for r in store.list(200) if r.id.startswith(incomplete)]
+        finally:
+            store.close()
+    except Exception:  # completion must never print a traceback into the user's shell
+        return []
+
+
+def _complete_list(incomplete: str, names: list[str]) -> list[str]:
+    head, comma, last = incomplete.rpartition(",")
+    return [head + comma + name for name in names if name.startswith(last.lower())]
 
 
 def _money(value: float | None) -> str:
@@ -602,34 +750,38 @@ def _money(value: float | None) -> str:
 @click.argument("spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
 @click.option("--techniques", help="Comma-separated techniques (default: the spec's bench.techniques, "
               "else every technique the task supports).")
-@click.option("--cloud", "clouds", help="Comma-separated targets to compare too (default: the spec's cloud).")
-@click.option("--gpu", "gpus", help="Comma-separated GPU types to compare too.")
+@click.option("--cloud", "clouds", help="Comma-separated targets to compare too (default: the spec's cloud).",
+              shell_complete=lambda ctx, param, incomplete: complete_clouds(incomplete))
+@click.option("--gpu", "gpus", help="Comma-separated GPU types to compare too.",
+              shell_complete=lambda ctx, param, incomplete: complete_gpus(incomplete))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec value.")
 @click.option("--out", type=click.Path(file_okay=False), help="Bench folder (default: ./bench-<name>); "
-              "running again resumes it.")
+              "running again resumes it, rerunning only cells whose spec changed.")
+@click.option("--force", is_flag=True, help="Rerun every cell, even those finished with the same spec.")
 def bench_command(spec_path: str | None, techniques: str | None, clouds: str | None, gpus: str | None,
-                  overrides: tuple[str, ...], out: str | None) -> None:
+                  overrides: tuple[str, ...], out: str | None, force: bool) -> None:
     """Run SPEC once per technique and write a report: quality, trainable parameters, memory, time, cost."""
     from ftlaunch import bench, bench_report
 
     console = _console()
     runner, rows = bench.run(spec_path or _default_spec(), techniques=_split(techniques), clouds=_split(clouds),
-                             gpus=_split(gpus), overrides=overrides, out=out,
-                             on_event=lambda message: console.print(f"[dim]bench[/] {_escape(message)}"))
+                             gpus=_split(gpus), overrides=overrides, out=out, force=force,
+                             on_event=lambda message: console.print(_markup("[dim]bench[/] {}", message)))
     paths = bench_report.write(runner, rows)
     from rich.table import Table
 
     table = Table(box=None)
-    for col in bench_report.COLUMNS:
+    _, higher, label = bench.QUALITY[runner.base.task]
+    for col in bench_report.columns(label, higher):
         table.add_column(col)
     for row in bench_report.table_rows(rows):
-        table.add_row(*[_escape(c) for c in row])
+        table.add_row(*row)
     console.print(table)
     console.print(f"report: {paths['markdown']}\n        {paths['html']}")
     failed = [r["cell"] for r in rows if r["state"] != "SUCCEEDED"]
     if failed:
-        console.print(f"[yellow]{len(failed)} cell(s) did not succeed[/]: {', '.join(failed)}; "
-                      f"run the same command again to retry them (finished cells are kept).")
+        console.print(_markup("[yellow]{} cell(s) did not succeed[/]: {}; run the same command again to retry "
+                              "them (finished cells are kept).", len(failed), ", ".join(failed)))
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -647,18 +799,6 @@ def completion(shell: str) -> None:
     cls = get_completion_class(shell)
     comp = cls(main_group, {}, "ftlaunch", "_FTLAUNCH_COMPLETE")
     click.echo(comp.source())
-
-
-def _add_commands() -> None:
-    """Commands that live beside their logic: planning (estimate, gpus, recommend, prices), check, build."""
-    from ftlaunch import build_cli, check, plan_cli
-
-    for command in (plan_cli.estimate, plan_cli.gpus, plan_cli.recommend, plan_cli.prices, check.check,
-                    build_cli.build):
-        main_group.add_command(command)
-
-
-_add_commands()
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ftlaunch import errors, estimator, plan, shapes
+from ftlaunch import errors, estimator, plan, shapes, term
 from ftlaunch import spec as spec_mod
 from ftlaunch.catalog import gpus as gpu_catalog
 from ftlaunch.catalog import prices as price_catalog
@@ -111,8 +111,8 @@ def recommendation(model: str, use_case: str, params: str | None = None, seq_len
         if best is not None:
             return {"model": shape.name, "params": shape.params, "size_class": shape.size_class, "use_case": use_case,
                     "task": task.value, "technique": t.value, "choice": best, "considered": tried,
-                    "why": f"{shape.size_class} model ({shape.params / 1e9:.2f}B parameters): {t.value} is the first "
-                           f"of {[x.value for x in order]} with an offer that fits; cheapest for 10M tokens: "
+                    "why": f"{shape.size_class} model ({term.count(shape.params)} parameters): {t.value} is the first "
+                           f"of {', '.join(x.value for x in order)} with an offer that fits; cheapest for 10M tokens: "
                            f"{best['target']} {best['instance']} at ${best['cost_usd']:.2f}"}
     raise errors.UserError(f"no technique for {shape.name} fits any priced offer.",
                            hint="use more GPUs (ftlaunch gpus --model ...) or a smaller model")
@@ -127,12 +127,12 @@ def print_plan(console: Any, p: plan.Plan, max_rows: int = 20) -> None:
     est = p.estimate or {}
     if est:
         tokens = est.get("tokens")
-        line = (f"[bold]{est.get('model')}[/]: {est.get('params', 0) / 1e9:.2f}B parameters "
-                f"({est.get('size_class')}), technique {est.get('technique')}")
+        line = (f"{term.count(est.get('params', 0))} parameters ({est.get('size_class')}), "
+                f"technique {est.get('technique')}")
         if tokens:
             line += (f"; tokens per epoch {tokens.get('low', 0):,.0f}-{tokens.get('high', 0):,.0f}"
                      f" ({tokens.get('how', '')})")
-        console.print(line)
+        console.print(term.markup("[bold]{}[/]: {}", str(est.get("model")), line))
     table = Table(show_lines=False, title="offers (best first)")
     for col, justify in (("target", "left"), ("instance", "left"), ("GPUs", "right"), ("$/h", "right"),
                          ("hours", "right"), ("total $", "right"), ("peak GB/GPU", "right"), ("fits", "center")):
@@ -140,28 +140,33 @@ def print_plan(console: Any, p: plan.Plan, max_rows: int = 20) -> None:
     rows = offers_table(p)
     marks = {"doubtful": "!", "derived": "d", "stale": "s"}
     for row in rows[:max_rows]:
-        mark = "[bold green]*[/] " if row["chosen"] else "[dim]x[/] " if row["excluded"] else ""
+        if row["chosen"]:
+            mark = term.markup("[bold green]*[/] {}", row["target"])
+        elif row["excluded"]:
+            mark = term.markup("[dim]x[/] {}", row["target"])
+        else:
+            mark = row["target"]
         hours, cost = row["hours"], row["total_usd"]
         price_marks = "".join(marks[f] for f in row["price_flags"] if f in marks)
         gpus = (f"{row['nodes']} x {row['gpus'] // row['nodes']} x {row['gpu']}" if row["nodes"] > 1
                 else f"{row['gpus']} x {row['gpu']}") if row["gpu"] else "CPU"
-        table.add_row(mark + row["target"], row["instance"] + (" (spot)" if row["spot"] else ""), gpus,
+        table.add_row(mark, row["instance"] + (" (spot)" if row["spot"] else ""), gpus,
                       f"{row['usd_per_hour']:,.2f}" + (f" {price_marks}" if price_marks else ""),
                       f"{hours[0]:.2f}-{hours[1]:.2f}" if hours else "-",
                       f"{cost[0]:,.2f}-{cost[1]:,.2f}" if cost else "-",
                       f"{row['peak_gb_per_gpu']:.1f}" if row["peak_gb_per_gpu"] is not None else "?",
-                      "yes" if row["fits"] else "[red]no[/]" if row["fits"] is False else "?")
+                      "yes" if row["fits"] else term.plain("no", "red") if row["fits"] is False else "?")
     console.print(table)
     if len(rows) > max_rows:
         console.print(f"... {len(rows) - max_rows} more offers (--json lists all)")
-    console.print(f"[dim]memory in GB (10^9 bytes); an offer fits within {estimator.HEADROOM:.0%} of GPU memory; "
-                  "x: shown, not chosen (--json says why); $/h marks: ! doubtful (never chosen), d derived from a "
-                  f"VM price, s older than {price_catalog.STALE_DAYS} days[/]")
+    console.print(term.plain(f"memory in GB (10^9 bytes); an offer fits within {estimator.HEADROOM:.0%} of GPU "
+                             "memory; x: shown, not chosen (--json says why); $/h marks: ! doubtful (never chosen), "
+                             f"d derived from a VM price, s older than {price_catalog.STALE_DAYS} days", "dim"))
     for d in est.get("dropped") or []:
         console.print(f"dropped {d['target']} before ranking: {d['reason']}")
     excluded = sorted({r["excluded"] for r in rows if r["excluded"] and r["fits"]})
     for why in excluded[:3]:
-        console.print(f"[dim]not chosen ({why})[/]")
+        console.print(term.plain(f"not chosen ({why})", "dim"))
     one = est.get("one_gpu")
     if one:
         where = ", ".join(one["fits_on"]) if one["fits_on"] else "none of the catalog's GPUs"
@@ -171,13 +176,13 @@ def print_plan(console: Any, p: plan.Plan, max_rows: int = 20) -> None:
         console.print(f"global batch {batch['global']} = micro-batch {batch['per_device']} x {batch['devices']} GPUs x "
                       f"grad_accum {batch['grad_accum']}")
     if p.offer is not None:
-        console.print(f"[bold]chosen:[/] {p.why}")
+        console.print(term.markup("[bold]chosen:[/] {}", p.why))
         if p.max_runtime_s:
             console.print(f"maximum runtime: {est.get('max_runtime') or f'{p.max_runtime_s} s'}")
     else:
-        console.print(f"[bold red]nothing chosen:[/] {p.why}")
+        console.print(term.markup("[bold red]nothing chosen:[/] {}", p.why))
     for line in est.get("warnings") or []:
-        console.print(f"[yellow]warning:[/] {line}")
+        console.print(term.markup("[yellow]warning:[/] {}", line))
 
 
 def _console() -> Any:
@@ -239,8 +244,9 @@ def gpus(model: str | None, params: str | None, seq_len: int, batch_size: int, o
     from rich.table import Table
 
     console = _console()
-    console.print(f"[bold]{data['model']}[/]: {data['params'] / 1e9:.2f}B parameters, {data['size_class']} "
-                  f"(micro-batch {batch_size} x {seq_len} tokens, gradient checkpointing, bf16)")
+    console.print(term.markup("[bold]{}[/]: {} parameters, {} (micro-batch {} x {} tokens, gradient checkpointing, "
+                              "bf16)", data["model"], term.count(data["params"]), data["size_class"], batch_size,
+                              seq_len))
     table = Table(title=f"peak GB per GPU / GPUs needed (1, 2, 4, 8; sharded; fits within {estimator.HEADROOM:.0%})")
     techniques = list(dict.fromkeys(r["technique"] for r in data["rows"]))
     table.add_column("GPU")
@@ -270,8 +276,9 @@ def recommend(model: str | None, params: str | None, use_case: str, online: bool
         return
     console = _console()
     c = data["choice"]
-    console.print(f"[bold]{data['technique']}[/] on {c['target']} {c['instance']} ({c['gpus']} x {c['gpu']}): "
-                  f"peak {c['peak_gb_per_gpu']} of {c['gpu_memory_gb']} GB per GPU, ${c['usd_per_hour']:.2f}/h")
+    console.print(term.markup("[bold]{}[/] on {} {} ({} x {}): peak {} of {} GB per GPU, ${:.2f}/h", data["technique"],
+                              c["target"], c["instance"], c["gpus"], c["gpu"], c["peak_gb_per_gpu"],
+                              c["gpu_memory_gb"], c["usd_per_hour"]))
     console.print(data["why"])
     for t in data["considered"]:
         best = t["best"]
@@ -297,9 +304,9 @@ def prices_show(target: str | None, gpu: str | None, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table()
+    table = Table(box=None)  # one line a row: long cells end in an ellipsis on a terminal, in full in a pipe
     for col in ("target", "instance", "GPUs", "region", "$/h", "spot $/h", "date", "flags", "source"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, no_wrap=True, overflow="ellipsis")
     for r in rows:
         table.add_row(r["target"], r["instance"], f"{r['gpus']} x {r['gpu']}", r["region"],
                       f"{r['usd_per_hour']:.4f}" if r["usd_per_hour"] is not None else "-",

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
-from ftlaunch import models
+from ftlaunch import models, term
 from ftlaunch.techniques import Task
 
 READABLE = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt")
@@ -129,29 +129,30 @@ def print_report(console: Any, report: Report) -> None:
     """The report as a person reads it: problems first (file:row), then the length histogram and totals."""
     if not report.checked:
         for note in report.notes:
-            console.print(f"[dim]pre-flight: {note}[/]")
+            console.print(term.markup("[dim]pre-flight: {}[/]", note))
         return
     for kind, style in (("errors", "red"), ("warnings", "yellow")):
         problems = getattr(report, kind)
         for problem in problems[:SHOWN]:
-            console.print(f"[{style}]{kind[:-1]}[/] {problem.render()}", highlight=False)
+            console.print(term.markup("[" + style + "]{}[/] {}", kind[:-1], problem.render()), highlight=False)
         if len(problems) > SHOWN:
-            console.print(f"[{style}]... and {len(problems) - SHOWN} more {kind}[/]")
+            console.print(term.plain(f"... and {len(problems) - SHOWN} more {kind}", style))
     if report.lengths:
-        console.print(f"pre-flight: {report.rows} rows ({report.format}), {report.total_tokens:,} tokens "
+        console.print(term.plain(f"pre-flight: {report.rows} rows ({report.format}), {report.total_tokens:,} tokens "
                       f"({report.tokenizer}); max_length {report.max_length}: "
-                      f"{len(report.truncated_rows)} rows ({report.truncation_percent:.1f}%) would be truncated",
+                      f"{len(report.truncated_rows)} rows ({report.truncation_percent:.1f}%) would be truncated"),
                       highlight=False)
         peak = max(c for _, _, c in report.histogram) or 1
         for lo, hi, count in report.histogram:
             bar = "#" * max(1 if count else 0, round(30 * count / peak))
             console.print(f"  {lo:>6}-{hi:<6} {count:>7}  {bar}", highlight=False)
     if report.label_counts:
-        console.print("labels: " + ", ".join(f"{k} {v}" for k, v in report.label_counts.items()), highlight=False)
+        console.print(term.plain("labels: " + ", ".join(f"{k} {v}" for k, v in report.label_counts.items())),
+                      highlight=False)
     if report.duplicate_rows:
         console.print(f"duplicates: {len(report.duplicate_rows)} rows repeat an earlier row", highlight=False)
     for note in report.notes:
-        console.print(f"[dim]{note}[/]")
+        console.print(term.markup("[dim]{}[/]", note))
 
 
 # ---------------------------------------------------------------- reading

@@ -216,8 +216,16 @@ def fit(job: Job, trainer: Any) -> Any:
 
 
 def evaluate(job: Job, trainer: Any, has_eval: bool) -> dict[str, Any]:
+    """The final eval metrics. When eval_steps already evaluated the last step, those are the metrics
+    (evaluating again would log and record the same line twice)."""
     if not has_eval:
         return {}
+    step = trainer.state.global_step
+    for entry in reversed(trainer.state.log_history):
+        if entry.get("step") != step:
+            break
+        if any(key.startswith("eval_") for key in entry):
+            return {key: value for key, value in entry.items() if key.startswith("eval_")}
     return trainer.evaluate()
 
 

@@ -120,5 +120,13 @@ def log(message: str) -> None:
     print(f"[ftlaunch] {message}", file=sys.stdout, flush=True)
 
 
+def on_terminal() -> bool:
+    """Whether the job's stdout is a terminal (progress bars welcome) rather than a log file or pipe."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 from ftlaunch.techniques import Task, Technique
@@ -62,7 +64,10 @@ def count_parameters(model: Any) -> tuple[int, int]:
         if id(param) in seen or ".ref." in name:  # trl's frozen copy of the adapter, DPO's reference
             continue
         seen.add(id(param))
-        n = param.numel()
+        # a 4-bit weight packs two values a byte: count its unquantised elements, so QLoRA's total (and
+        # trainable %) matches LoRA's for the same model and adapter
+        quant_state = getattr(param, "quant_state", None)
+        n = math.prod(quant_state.shape) if quant_state is not None else param.numel()
         total += n
         if param.requires_grad:
             trainable += n

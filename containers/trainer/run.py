@@ -84,8 +84,9 @@ def train(spec: spec_mod.Spec, paths: contract.Paths, guard: checkpoints.Guard |
     import torch
     import transformers
 
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
+    if not outputs.on_terminal():  # in a log file a progress bar is hundreds of lines of debris
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     transformers.set_seed(spec.hyperparameters.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -131,11 +132,15 @@ def _trim_metrics(path: Path, step: int) -> None:
 
 
 def _quiet_libraries() -> None:
-    """Keeps the job log about the job: library chatter (bitsandbytes' CPU notice, progress bars) off."""
+    """Keeps the job log about the job: library chatter (bitsandbytes' CPU notice) off, and progress bars
+    off unless stdout is a terminal. TQDM_DISABLE also covers libraries that call tqdm directly (the GGUF
+    de-quantization loop in transformers); tqdm reads it when first imported, so this runs first."""
     import warnings
 
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if not outputs.on_terminal():
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)
