@@ -17,7 +17,7 @@ import click
 from ftlaunch import __version__, errors
 
 LAUNCH_OPTIONS = ("cloud", "gpu", "nodes", "spot", "region", "dry_run", "as_json", "overrides", "detach", "runtime",
-                  "image", "resume")
+                  "image", "resume", "skip_preflight")
 
 
 def _console(stderr: bool = False):
@@ -115,6 +115,8 @@ def launch_options(func):
                      help="Print machine-readable JSON ({plan, request} with --dry-run)."),
         click.option("--detach", "-d", is_flag=True, default=None,
                      help="Return once the job is submitted instead of following its logs."),
+        click.option("--skip-preflight", is_flag=True, default=None,
+                     help="Launch without checking the local data first (the job still checks it as it loads)."),
         click.option("--resume", "resume", metavar="JOB", default=None,
                      help="Resume an ended job from its newest checkpoint instead (same as `ftlaunch resume JOB`)."),
     ]
@@ -199,12 +201,30 @@ def prepare(spec_path: str, options: dict[str, Any]) -> Prepared:
     from ftlaunch import backends, build_cli, plan as plan_mod, spec as spec_mod
 
     spec = spec_mod.load(spec_path, option_overrides(options))
+    if not options.get("skip_preflight"):
+        preflight_data(spec)
     plan = plan_mod.make(spec, calibrate=not options.get("dry_run"))  # a real local run measures this machine once
     build_cli.choose_image(plan, options.get("image"))
     backend = backends.get(plan.cloud)
     backend.check_supported(needs(plan))
     request = backend.render(plan)
     return Prepared(spec, plan, backend, request)
+
+
+def preflight_data(spec: Any) -> None:
+    """Refuses a launch (and its dry run) whose local data has errors, before anything is planned or sent:
+    the same row checks as `ftlaunch validate`, without the token-length pass."""
+    from ftlaunch import preflight
+
+    report = preflight.before_launch(spec.resolved())
+    if report is None or report.ok:
+        return
+    errors_ = report.errors
+    shown = "\n  ".join(p.render() for p in errors_[:preflight.SHOWN])
+    more = f"\n  ... and {len(errors_) - preflight.SHOWN} more" if len(errors_) > preflight.SHOWN else ""
+    raise errors.UserError(f"the data has {len(errors_)} problem(s); nothing was submitted:\n  {shown}{more}",
+                           hint="fix the rows listed (`ftlaunch validate SPEC` shows the full report), or launch "
+                                "with --skip-preflight to let the job meet them")
 
 
 def needs(plan: Any) -> set:

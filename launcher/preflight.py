@@ -39,6 +39,13 @@ TASK_FORMATS = {
     Task.RL: ("prompt", "messages", "alpaca"),
 }
 ALPACA_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
+ROLES = ("system", "user", "assistant", "tool")  # chat roles the trainers' chat templates take
+# A row larger than this (characters of text in all its fields) is refused: tokenizing one such row can take
+# many GB in the trainer, and truncation to max_length is the spec's job, not the machine's memory.
+MAX_ROW_CHARS = 4_000_000
+MAX_ROW_DEPTH = 8  # nesting of lists/objects inside one row (messages are 2 deep)
+# Optional columns, by format, that must be text when present.
+OPTIONAL_TEXT = {"alpaca": ("input", "system"), "preference": ("prompt",), "prompt_completion": ("system",)}
 
 
 @dataclasses.dataclass
@@ -94,8 +101,9 @@ class Report:
         return data
 
 
-def check(spec: Any, tokenizer: Any = None) -> Report:
-    """Checks the spec's training data (and eval_path's, when local); never raises for bad data."""
+def check(spec: Any, tokenizer: Any = None, lengths: bool = True) -> Report:
+    """Checks the spec's training data (and eval_path's, when local); never raises for bad data.
+    `lengths=False` skips the token-length histogram (no tokenizer is loaded): what a launch runs."""
     path = spec.resolve_path(spec.dataset.path)
     report = Report(path=path, max_length=spec.hyperparameters.max_length)
     if models.looks_local(spec.dataset.path) and not Path(path).exists():  # spec.load refuses this too
@@ -121,8 +129,29 @@ def check(spec: Any, tokenizer: Any = None) -> Report:
     _duplicates(good, report)
     if spec.task is Task.CLASSIFICATION:
         _labels(good, spec, report)
-    _lengths(spec, good, report, tokenizer)
+    if lengths:
+        _lengths(spec, good, report, tokenizer)
     return report
+
+
+LAUNCH_MAX_BYTES = 256 * 2**20  # a launch checks local data up to this size; `validate` checks any size
+
+
+def before_launch(spec: Any) -> Report | None:
+    """The structural pre-flight a launch runs before anything is submitted (no tokenizer, no lengths):
+    malformed rows, missing or empty columns, wrong types, unknown roles, oversized rows, labels.
+    None when the data is not local or is larger than LAUNCH_MAX_BYTES (then the job checks it as it loads)."""
+    path = spec.resolve_path(spec.dataset.path)
+    if "://" not in path and Path(path).exists() and _size(Path(path)) > LAUNCH_MAX_BYTES:
+        return None
+    report = check(spec, lengths=False)
+    return report if report.checked else None
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file() and p.suffix.lower() in READABLE)
 
 
 def print_report(console: Any, report: Report) -> None:
@@ -283,6 +312,8 @@ def _check_rows(task: Task, fmt: str, rows: list, report: Report) -> list[tuple[
                     (isinstance(row[column], str) and not row[column].strip()):
                 report.problems.append(Problem(f"column '{column}' is empty", n, file=file))
                 bad = True
+        if not bad:
+            bad = _check_types(task, fmt, n, file, row, report)
         if not bad and fmt == "messages":
             bad = _check_messages(task, n, file, row["messages"], report)
         if not bad:
@@ -290,11 +321,71 @@ def _check_rows(task: Task, fmt: str, rows: list, report: Report) -> list[tuple[
     return good
 
 
-def _check_messages(task: Task, n: int, file: str, messages: Any, report: Report) -> bool:
-    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
-                                                 for m in messages):
+def _check_types(task: Task, fmt: str, n: int, file: str, row: dict, report: Report) -> bool:
+    """Wrong types, oversized and deeply nested rows as row-numbered errors; True when the row is bad."""
+    size, depth = _measure(row)
+    if depth > MAX_ROW_DEPTH:
+        report.problems.append(Problem(f"the row is nested {depth} levels deep (at most {MAX_ROW_DEPTH})", n,
+                                       file=file))
+        return True
+    if size > MAX_ROW_CHARS:
+        report.problems.append(Problem(
+            f"the row holds {size:,} characters of text (at most {MAX_ROW_CHARS:,}); split long documents into "
+            "several rows (hyperparameters.max_length truncates each row anyway)", n, file=file))
+        return True
+    for column in FORMAT_COLUMNS.get(fmt, ("prompt",)) + OPTIONAL_TEXT.get(fmt, ()):
+        value = row.get(column)
+        if value is None or column == "messages":
+            continue
+        if column == "label":
+            ok, want = isinstance(value, (str, int)), "a string or an integer"
+        elif fmt == "preference":
+            ok, want = isinstance(value, str) or (isinstance(value, list) and not
+                                                   _check_messages(task, n, file, value, report, last=False)), \
+                "a string or a list of {role, content} messages"
+        else:
+            ok, want = isinstance(value, str), "a string"
+        if not ok:
+            report.problems.append(Problem(f"column '{column}' must be {want}, not {_kind(value)}", n, file=file))
+            return True
+    return False
+
+
+def _measure(value: Any, depth: int = 0) -> tuple[int, int]:
+    """(characters of text, nesting depth) of a row's value; stops descending past MAX_ROW_DEPTH."""
+    if isinstance(value, str):
+        return len(value), depth
+    if depth > MAX_ROW_DEPTH:
+        return 0, depth
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    size, deepest = (len(str(value)) if not isinstance(value, (dict, list)) else 0), depth
+    for item in items:
+        s, d = _measure(item, depth + 1)
+        size, deepest = size + s, max(deepest, d)
+    return size, deepest
+
+
+def _kind(value: Any) -> str:
+    return {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object"}.get(
+        type(value), type(value).__name__)
+
+
+def _check_messages(task: Task, n: int, file: str, messages: Any, report: Report, last: bool = True) -> bool:
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and "role" in m and "content" in m for m in messages):
         report.problems.append(Problem("'messages' must be a list of {role, content} objects", n, file=file))
         return True
+    for i, m in enumerate(messages, 1):
+        if m["role"] not in ROLES:
+            report.problems.append(Problem(f"message {i} has role {json.dumps(m['role'])[:40]}; use one of "
+                                           f"{', '.join(ROLES)}", n, file=file))
+            return True
+        if not isinstance(m["content"], str):
+            report.problems.append(Problem(f"message {i}'s content must be a string, not {_kind(m['content'])}", n,
+                                           file=file))
+            return True
+    if not last:
+        return False
     if task is Task.SFT and messages[-1].get("role") != "assistant":
         report.problems.append(Problem("the last message must be the assistant's (the answer to learn)", n, file=file))
         return True

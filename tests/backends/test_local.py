@@ -82,7 +82,8 @@ def test_cancel_stops_the_whole_process_group(tiny_spec):
 def test_failed_job_reports_the_reason(tiny_spec, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    job = json.loads(ftlaunch("--runtime", "process", "--detach", "--json", "--set", f"dataset.path={empty}",
+    job = json.loads(ftlaunch("--runtime", "process", "--detach", "--json", "--skip-preflight", "--set",
+                              f"dataset.path={empty}",
                               str(tiny_spec)).stdout)["job"]
     status = wait_for(job, {"SUCCEEDED", "FAILED"})
     assert status["state"] == "FAILED"

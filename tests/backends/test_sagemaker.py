@@ -163,7 +163,7 @@ def test_failed_job_maps_to_failed_with_the_failure_reason(sagemaker, tiny_spec,
     env = cli_env(sagemaker, ftlaunch_home)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    job = json.loads(ftlaunch(env, "--cloud", "sagemaker", "--detach", "--json", *HOST_IMAGE, "--set",
+    job = json.loads(ftlaunch(env, "--cloud", "sagemaker", "--detach", "--json", *HOST_IMAGE, "--skip-preflight", "--set",
                               f"dataset.path={empty}",
                               str(tiny_spec)).stdout)["job"]
     status = wait_for(env, job, {"SUCCEEDED", "FAILED"})
