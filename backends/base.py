@@ -292,6 +292,11 @@ def placeholder(env_name: str, lower: bool = False) -> str:
     return text.lower().replace("_", "-") if lower else text
 
 
+def is_placeholder(value: str) -> bool:
+    """Whether a setting still holds the placeholder of an unconfigured value (`unset-ftlaunch-...`)."""
+    return _UNSET.search(value) is not None
+
+
 def refuse_placeholders(request: JobRequest) -> None:
     """Raises UserError naming every unconfigured setting a rendered request still carries."""
     found = sorted({m.group(1).upper().replace("-", "_") for m in _UNSET.finditer(json.dumps(request.to_json()))})

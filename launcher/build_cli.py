@@ -136,6 +136,12 @@ class ImageStep:
     def prebuilt(self) -> bool:
         return self.build is None
 
+    def options(self) -> Any:
+        """The build options the plan resolved (containers.image.BuildOptions); only for a step that builds."""
+        from ftlaunch.containers import image
+
+        return image.BuildOptions(**{k: v for k, v in self.build.items() if k != "tag"})
+
 
 def choose_image(plan: Any, given: str | None = None) -> None:
     """Sets plan.image for a cloud plan: `given` (`--image REF`: used as given, nothing is built or pushed),
@@ -176,6 +182,7 @@ def dry_run(plan: Any, engine: Any = None) -> dict[str, Any] | None:
 def probe(step: ImageStep, engine: Any = None, env: Any = None) -> dict[str, bool | None]:
     """Whether the tag is in the engine here and in the registry: True, False, or None (not reachable).
     Builds, pushes and logs in to nothing; an unconfigured registry is not asked."""
+    from ftlaunch.backends import base
     from ftlaunch.containers import engine as engine_mod
     from ftlaunch.containers import image
 
@@ -184,9 +191,8 @@ def probe(step: ImageStep, engine: Any = None, env: Any = None) -> dict[str, boo
     engine = engine or engine_mod.detect(env)
     if engine is None:
         return {"local": None, "remote": None}
-    options = image.BuildOptions(**{k: v for k, v in step.build.items() if k != "tag"})
-    local = engine.image_exists(image.local_ref(options, step.tag))
-    remote = None if _unconfigured(step.registry) else engine.remote_lookup(step.ref, timeout=20)
+    local = engine.image_exists(image.local_ref(step.options(), step.tag))
+    remote = None if base.is_placeholder(step.registry) else engine.remote_lookup(step.ref, timeout=20)
     return {"local": local, "remote": remote}
 
 
@@ -213,7 +219,6 @@ def ensure_image(plan: Any, request: Any, *, engine: Any = None, on_line: Any = 
     Returns build_and_push's result, or None when there was nothing to do."""
     from ftlaunch.backends import base
     from ftlaunch.containers import engine as engine_mod
-    from ftlaunch.containers import image
 
     step = image_step(plan)
     if step is None or step.prebuilt:
@@ -225,16 +230,8 @@ def ensure_image(plan: Any, request: Any, *, engine: Any = None, on_line: Any = 
                                f"which needs a container engine, and {engine_mod.why_none()}.",
                                hint="start Docker or podman (or set DOCKER_HOST), or launch a prebuilt image with "
                                     "--image REF")
-    options = image.BuildOptions(**{k: v for k, v in step.build.items() if k != "tag"})
-    result = build_and_push(options, registry=step.registry, tag=step.tag, engine=engine, on_line=on_line)
+    result = build_and_push(step.options(), registry=step.registry, tag=step.tag, engine=engine, on_line=on_line)
     if result["image"] != step.ref:
         raise errors.UserError(f"the image pushed ({result['image']}) is not the one the request names ({step.ref}).",
                                hint="report this as a bug in ftlaunch")
     return result
-
-
-def _unconfigured(setting: str) -> bool:
-    """Whether a setting still holds the placeholder of an unconfigured value (`unset-ftlaunch-...`)."""
-    from ftlaunch.backends import base
-
-    return base._UNSET.search(setting) is not None

@@ -289,6 +289,11 @@ def submit(prepared: Prepared, follow: bool, as_json: bool) -> None:
                                "provider_id": handle.provider_id, "output": handle.output_uri}))
         return
     console.print(_markup("[bold green]submitted[/] {} to {}", handle.job_name, handle.backend))
+    _follow_or_detach(console, backend, handle, follow)
+
+
+def _follow_or_detach(console: Any, backend: Any, handle: Any, follow: bool) -> None:
+    """After a submit: print the next commands (detached), or follow the job and exit with its outcome."""
     if not follow:
         _print_next_steps(console, handle.job_name)
         return
@@ -358,14 +363,19 @@ def _refresh(backend: Any, handle: Any) -> Any:
 
     status = backend.status(handle)
     store = jobs.JobStore()
-    fields = {"state": status.state.value, "reason": status.reason}
-    if getattr(status, "actual_cost", None) is not None:
-        fields["actual_cost"] = status.actual_cost
     try:
-        store.update(handle.job_name, **fields)
+        store.update(handle.job_name, **_status_fields(status))
     finally:
         store.close()
     return status
+
+
+def _status_fields(status: Any) -> dict[str, Any]:
+    """What a poll changes in a job record: state, reason, and the actual cost where the backend knows it."""
+    fields = {"state": status.state.value, "reason": status.reason}
+    if getattr(status, "actual_cost", None) is not None:
+        fields["actual_cost"] = status.actual_cost
+    return fields
 
 
 # ---------------------------------------------------------------- spec tools
@@ -663,12 +673,7 @@ def resume_job(job_id: str, follow: bool) -> None:
         store.close()
     console = _console()
     console.print(_markup("[bold green]resumed[/] {}: attempt {} on {}", record.id, attempt["attempt"], record.backend))
-    if not follow:
-        _print_next_steps(console, record.id)
-        return
-    code = follow_job(console, backend, handle)
-    if code:
-        click.get_current_context().exit(code)
+    _follow_or_detach(console, backend, handle, follow)
 
 
 UNFINISHED = ("PENDING", "RUNNING")
@@ -717,10 +722,7 @@ def refresh_unfinished(records: list[Any], budget_s: float = REFRESH_BUDGET_S,
     store = jobs.JobStore()
     try:
         for job_id, status_ in found.items():
-            fields = {"state": status_.state.value, "reason": status_.reason}
-            if getattr(status_, "actual_cost", None) is not None:
-                fields["actual_cost"] = status_.actual_cost
-            store.update(job_id, **fields)
+            store.update(job_id, **_status_fields(status_))
     finally:
         store.close()
     return [dataclasses.replace(r, state=found[r.id].state.value, reason=found[r.id].reason) if r.id in found else r
