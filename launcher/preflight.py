@@ -18,27 +18,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ftlaunch import models, term
-from ftlaunch.techniques import Task
+from ftlaunch.techniques import ALPACA_TEMPLATE, FORMAT_COLUMNS, TASK_FORMATS, Task
 
 READABLE = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt")
 SHOWN = 12  # problems of one kind listed before "... and N more"
-FORMAT_COLUMNS = {
-    "alpaca": ("instruction", "output"),
-    "messages": ("messages",),
-    "prompt_completion": ("prompt", "completion"),
-    "preference": ("chosen", "rejected"),
-    "classification": ("text", "label"),
-    "text": ("text",),
-}
-TASK_FORMATS = {
-    Task.SFT: ("messages", "alpaca", "prompt_completion"),
-    Task.CPT: ("text", "alpaca", "prompt_completion"),
-    Task.CLASSIFICATION: ("classification",),
-    Task.REWARD: ("preference",),
-    Task.DPO: ("preference",),
-    Task.RL: ("prompt", "messages", "alpaca"),
-}
-ALPACA_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
 ROLES = ("system", "user", "assistant", "tool")  # chat roles the trainers' chat templates take
 # A row larger than this (characters of text in all its fields) is refused: tokenizing one such row can take
 # many GB in the trainer, and truncation to max_length is the spec's job, not the machine's memory.

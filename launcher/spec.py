@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ftlaunch import errors, models
 from ftlaunch.catalog import gpus as gpu_catalog
-from ftlaunch.techniques import Task, Technique, unsupported_reason
+from ftlaunch.techniques import Task, Technique, format_unsuited, unsupported_reason
 
 DEFAULT_SPEC = "ftlaunch.yaml"
 CLOUDS = ("local", "sagemaker", "vertex", "azureml", "skypilot")
@@ -478,6 +478,10 @@ def validate(data: dict[str, Any], source: str = "<spec>", lines: dict[tuple, in
         except pydantic.ValidationError as exc:
             problems += _problems(exc, source, lines, model, prefix=("bench", "technique_args", technique.value),
                                   owner=technique.value)
+    unsuited = format_unsuited(spec.dataset.format, spec.task)
+    if unsuited:
+        problems.append(errors.Problem(message=unsuited + ".", where=_where(source, _line_for(("dataset", "format"), lines)),
+                                       field="dataset.format", hint="set dataset.format to one of those, or remove it"))
     problems += _check_places(spec, source, lines, check_paths)
     if problems:
         raise errors.UserError(f"{source}: the spec is not valid ({len(problems)} problem"

@@ -82,6 +82,38 @@ DEFAULT_LEARNING_RATE: dict[Technique, float] = {
     Technique.ADAPTER: 1e-3,
 }
 
+# The data each task trains on. Canonical columns per format (after dataset.columns renames the file's own);
+# the launcher's pre-flight and the trainer read the same table.
+FORMAT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "alpaca": ("instruction", "output"),
+    "messages": ("messages",),
+    "prompt_completion": ("prompt", "completion"),
+    "preference": ("chosen", "rejected"),
+    "classification": ("text", "label"),
+    "text": ("text",),
+}
+# Formats each task takes, in the order `format: auto` tries them. "prompt" (RL only) is a bare `prompt` column.
+TASK_FORMATS: dict[Task, tuple[str, ...]] = {
+    Task.SFT: ("messages", "alpaca", "prompt_completion"),
+    Task.CPT: ("text", "alpaca", "prompt_completion"),
+    Task.CLASSIFICATION: ("classification",),
+    Task.REWARD: ("preference",),
+    Task.DPO: ("preference",),
+    Task.RL: ("prompt", "messages", "alpaca", "prompt_completion"),
+}
+ALPACA_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
+
+
+def format_unsuited(fmt: str, task: Task | str) -> str | None:
+    """None when dataset.format `fmt` (or auto) suits the task, else what to use instead."""
+    task = Task(task)
+    if fmt == "auto" or fmt in TASK_FORMATS[task]:
+        return None
+    usable = [f for f in TASK_FORMATS[task] if f in FORMAT_COLUMNS]
+    return (f"task '{task.value}' does not train on '{fmt}' data; use format "
+            f"{' or '.join(usable)} (or auto){', or a prompt column' if task is Task.RL else ''}")
+
+
 PEFT_TECHNIQUES = frozenset(t for t in Technique if t is not Technique.FULL)
 LORA_FAMILY = frozenset({Technique.LORA, Technique.DORA, Technique.QLORA})
 

@@ -15,18 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ftlaunch import errors
+from ftlaunch.techniques import ALPACA_TEMPLATE, FORMAT_COLUMNS
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text",
             ".tsv": "csv"}
-FORMAT_COLUMNS = {
-    "alpaca": ("instruction", "output"),
-    "messages": ("messages",),
-    "prompt_completion": ("prompt", "completion"),
-    "preference": ("chosen", "rejected"),
-    "classification": ("text", "label"),
-    "text": ("text",),
-}
-ALPACA_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
 
 
 def load_split(path: str, split: str = "train", data_dir: str | None = None) -> Any:

@@ -67,6 +67,17 @@ def test_unsupported_pair_is_rejected_with_reason(monkeypatch):
     assert techniques.unsupported_reason("prefix", "dpo") in p.message
 
 
+def test_a_format_the_task_cannot_train_on_is_refused_at_its_line():
+    # found by the generated-spec property test: classification with alpaca data crashed the pre-flight
+    [p] = problems(BASE + "  format: alpaca\ntask: classification\n")
+    assert p.field == "dataset.format" and p.where == "s.yaml:5"
+    assert "'classification'" in p.message and "format classification" in p.message
+    for task, fmt in (("sft", "alpaca"), ("cpt", "text"), ("dpo", "preference"), ("reward", "preference")):
+        assert spec.loads(BASE + f"  format: {fmt}\ntask: {task}\n").dataset.format == fmt
+    [p] = problems(BASE + "  format: text\ntask: sft\n")
+    assert "messages or alpaca or prompt_completion" in p.message
+
+
 def test_secret_values_are_refused_and_not_echoed():
     token = "hf_AbCdEfGhIjKlMnOpQrStUv"
     [p] = problems(BASE + f"secrets: [{token}]\n")
