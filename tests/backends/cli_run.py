@@ -30,3 +30,16 @@ def wait_for(env: dict[str, str], job: str, states: set[str], timeout: float = 1
             return status
         time.sleep(1)
     raise AssertionError(f"{job} did not reach {states}; last: {status}\n{ftlaunch(env, 'logs', job).stdout}")
+
+
+def check_ran_in_image_then_fetch(env: dict[str, str], cloud: str, job: str, ran: dict, job_image, spec: str,
+                                  dest) -> None:
+    """The end of every image-based emulator test: the emulator ran the registry's image (same image id) as
+    the image's default user, root, with no --user, as the provider does; `fetch` verifies the outputs; and
+    a relaunch with nothing changed builds and pushes nothing."""
+    assert ran["image"] == job_image.ref and ran["image_id"] == job_image.image_id, ran
+    assert ran["user"] in ("root", "0", "0:0"), ran
+    assert "verified" in ftlaunch(env, "fetch", job, "--dest", str(dest)).stdout
+    assert json.loads((dest / "summary.json").read_text())["steps"] == 6
+    again = ftlaunch(env, "--cloud", cloud, "--detach", spec)
+    assert "nothing built" in again.stderr and "pushed" not in again.stderr, again.stderr

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import golden_files
-from cli_run import HOST_IMAGE, ftlaunch, wait_for
+from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, ftlaunch, wait_for
 import pytest
 import yaml
 
@@ -181,14 +181,8 @@ def test_launch_runs_the_image_from_the_registry(azureml, job_image, dockerd, ti
     finally:
         azureml.engine = None
     assert status["state"] == "SUCCEEDED", (status, ftlaunch(env, "logs", job).stdout)
-    ran = azureml.ran[job]
-    assert ran["image"] == job_image.ref and ran["image_id"] == job_image.image_id, ran
-    assert ran["user"] in ("root", "0", "0:0"), ran  # no --user: the image's default user
-    dest = tmp_path / "fetched"
-    assert "verified" in ftlaunch(env, "fetch", job, "--dest", str(dest)).stdout
-    assert json.loads((dest / "summary.json").read_text())["steps"] == 6
-    again = ftlaunch(env, "--cloud", "azureml", "--detach", str(tiny_spec))
-    assert "nothing built" in again.stderr and "pushed" not in again.stderr, again.stderr
+    check_ran_in_image_then_fetch(env, "azureml", job, azureml.ran[job], job_image, str(tiny_spec),
+                                  tmp_path / "fetched")
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ftlaunch.backends.base import JobHandle, JobRequest, State
+from ftlaunch.backends.base import JobRequest, State
 from ftlaunch.backends.local import backend as local_backend
 from ftlaunch.backends.local import supervise
 

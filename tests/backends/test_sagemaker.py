@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import golden_files
-from cli_run import HOST_IMAGE, ftlaunch, wait_for
+from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, ftlaunch, wait_for
 import pytest
 
 from ftlaunch import errors
@@ -147,15 +147,8 @@ def test_launch_runs_the_image_from_the_registry(sagemaker, job_image, dockerd, 
     created = [r.json() for r, _ in sagemaker.proxy.calls("CreateTrainingJob")
                if r.json()["TrainingJobName"] == job][-1]
     assert created["AlgorithmSpecification"]["TrainingImage"] == job_image.ref
-    ran = sagemaker.ran[job]
-    assert ran["image"] == job_image.ref and ran["image_id"] == job_image.image_id, ran
-    assert ran["user"] in ("root", "0", "0:0"), ran  # no --user: the image's default, root, as SageMaker runs it
-    dest = tmp_path / "fetched"
-    assert "verified" in ftlaunch(env, "fetch", job, "--dest", str(dest)).stdout
-    assert json.loads((dest / "summary.json").read_text())["steps"] == 6
-    # a relaunch with nothing changed: the tag is in the registry, nothing is built or pushed
-    again = ftlaunch(env, "--cloud", "sagemaker", "--detach", str(tiny_spec))
-    assert "nothing built" in again.stderr and "pushed" not in again.stderr, again.stderr
+    check_ran_in_image_then_fetch(env, "sagemaker", job, sagemaker.ran[job], job_image, str(tiny_spec),
+                                  tmp_path / "fetched")
 
 
 @pytest.mark.slow

@@ -202,15 +202,10 @@ class AzureMLEmulator:
         log_name = f"ExperimentRun/dcid.{name}/user_logs/std_log.txt"
         self.runs[name]["logFiles"] = {"user_logs/std_log.txt": f"{self.url}/{ACCOUNT}/azureml/{log_name}?sv=2021&sig=x"}
         self._set(name, "Running", startTimeUtc=_now())
-        runner = None
-        if self.engine is not None:
-            image = self.environments[re.search(r"environments/.*$", props["environmentId"]).group(0)]
-            runner = common.Container(self.engine, image["properties"]["image"], ["/bin/bash", "-c", command], env,
-                                      {str(root): inside})
-            proc = runner.start()
-        else:
-            env.update(PATH=os.environ["PATH"], HOME=os.environ.get("HOME", "/root"))
-            proc = common.start_container(shlex.split(command), env, str(root))
+        image = "" if self.engine is None else \
+            self.environments[re.search(r"environments/.*$", props["environmentId"]).group(0)]["properties"]["image"]
+        runner, proc = common.start_job(self.engine, image, ["/bin/bash", "-c", command], env, {str(root): inside},
+                                        host_command=shlex.split(command))
         self.processes[name] = proc
         threading.Thread(target=self._canceller, args=(name, proc, runner), daemon=True).start()
         log, tail = [], []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -136,6 +137,19 @@ def start_container(command: list[str], env: dict[str, str], cwd: str) -> subpro
     argv = [sys.executable if i == 0 and c == "python" else c for i, c in enumerate(command)]
     return subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             errors="replace", start_new_session=True)
+
+
+def start_job(engine, image: str, command: list[str], env: dict[str, str], mounts: dict[str, str],
+              host_env: dict[str, str] | None = None, host_command: list[str] | None = None):
+    """Starts a job: in its image when the emulator has an engine (as the provider runs it), else on the host
+    (the fast tests of failure, cancel and retry paths), with env plus PATH, HOME and `host_env` (the
+    relocations that stand in for the mounts), in the first mount's host folder. Returns (Container or None,
+    the process whose output is the job's log)."""
+    if engine is not None:
+        container = Container(engine, image, command, env, mounts)
+        return container, container.start()
+    host = {**env, "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), **(host_env or {})}
+    return None, start_container(host_command or command, host, next(iter(mounts)))
 
 
 class Container:

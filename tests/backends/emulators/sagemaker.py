@@ -164,17 +164,13 @@ class SageMakerEmulator:
                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": REGION,
                "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL": self.moto_url, "HF_HUB_OFFLINE": "1"}
         command = algo["ContainerEntrypoint"] + algo.get("ContainerArguments", [])
-        container = None
-        if self.engine is not None:
-            container = common.Container(self.engine, algo["TrainingImage"], command, env, {str(root): "/opt/ml"})
-        else:
-            env.update(PATH=os.environ["PATH"], HOME=os.environ.get("HOME", "/root"), SAGEMAKER_BASE_DIR=str(root))
         stream = f"{name}/algo-1-{int(time.time())}"
         logs = self.client("logs")
         logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
         job.secondary_status = "Training"
         started = time.time()
-        proc = container.start() if container else common.start_container(command, env, str(root))
+        container, proc = common.start_job(self.engine, algo["TrainingImage"], command, env, {str(root): "/opt/ml"},
+                                           host_env={"SAGEMAKER_BASE_DIR": str(root)})
         self.processes[name] = proc
         stopper = threading.Thread(target=self._stopper, args=(name, proc, container), daemon=True)
         stopper.start()

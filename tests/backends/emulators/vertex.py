@@ -148,13 +148,9 @@ class VertexEmulator:
                "CLUSTER_SPEC": json.dumps({"cluster": {"workerpool0": ["workerpool0-0:2222"]},
                                            "environment": "cloud", "task": {"type": "workerpool0", "index": 0}})}
         command = container["command"] + container.get("args", [])
-        runner = None
-        if self.engine is not None:
-            runner = common.Container(self.engine, container["imageUri"], command, env, {str(mount): "/gcs"})
-        else:
-            env.update(PATH=os.environ["PATH"], HOME=os.environ.get("HOME", "/root"), FTLAUNCH_GCS_MOUNT=str(mount))
         job.update(state="JOB_STATE_RUNNING", startTime=_now(), updateTime=_now())
-        proc = runner.start() if runner else common.start_container(command, env, str(mount))
+        runner, proc = common.start_job(self.engine, container["imageUri"], command, env, {str(mount): "/gcs"},
+                                        host_env={"FTLAUNCH_GCS_MOUNT": str(mount)})
         self.processes[name] = proc
         threading.Thread(target=self._canceller, args=(name, proc, runner), daemon=True).start()
         tail = []
