@@ -65,10 +65,10 @@ def check_rows(ds: Any, spec: Any, path: str, data_dir: str | None = None) -> No
         try:
             batch = ds[start:start + CHECK_BATCH]
         except UnicodeDecodeError as exc:  # pyarrow's JSON reader keeps such bytes; they fail when read
-            bad = preflight.Problem(f"holds bytes that are not UTF-8 ({exc.reason}); save the file as UTF-8",
-                                    f"{start + 1}-{min(len(ds), start + CHECK_BATCH)}")
+            bad = preflight.Problem(f"a row among records {start + 1}-{min(len(ds), start + CHECK_BATCH)} holds "
+                                    f"bytes that are not UTF-8 ({exc.reason}); save the file as UTF-8", file=path)
             _refuse(bad, ds, spec, fmt, path, data_dir)
-            continue
+            raise _row_error(bad) from None  # nothing can train on them, whatever the file's lines say
         names = list(batch)
         for i, values in enumerate(zip(*(batch[name] for name in names))):
             problem = preflight.row_error(spec.task, fmt, dict(zip(names, values)))

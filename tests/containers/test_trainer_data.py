@@ -144,6 +144,14 @@ def test_data_read_over_the_network_is_named_by_its_record(tmp_path):
     with pytest.raises(errors.UserError) as info:
         data.check_rows(rows, s, "s3://bucket/chat.jsonl")
     assert info.value.message.startswith('s3://bucket/chat.jsonl: record 2: message 2 has role "robot"')
+    # bytes that are not UTF-8 load (pyarrow keeps them) and fail only when read: named by their records
+    fetched = tmp_path / "fetched.jsonl"
+    fetched.write_bytes(jsonl(GOOD, '{"instruction": "Caf\xe9?", "output": "yes"}'.encode("latin-1")))
+    rows = datasets.load_dataset("json", data_files=str(fetched), split="train")
+    with pytest.raises(errors.UserError) as info:
+        data.check_rows(rows, s, "s3://bucket/chat.jsonl")
+    assert info.value.message.startswith("s3://bucket/chat.jsonl: a row among records 1-2 holds bytes that are not "
+                                         "UTF-8")
 
 
 def test_good_files_still_load(tmp_path):
