@@ -150,7 +150,10 @@ def rename_columns(ds: Any, mapping: dict[str, str]) -> Any:
     return ds.rename_columns(renames) if renames else ds
 
 
-def detect_format(columns: list[str], declared: str) -> str:
+def detect_format(columns: list[str], declared: str, task: Task | None = None) -> str:
+    """The declared format (its columns present), else the one the pre-flight checks the rows as: the first
+    of the task's formats whose columns are present. Failing that, any format the columns fit, so that the
+    task's conversion names what it takes instead."""
     if declared != "auto":
         want = FORMAT_COLUMNS[declared]
         missing = [c for c in want if c not in columns]
@@ -159,6 +162,9 @@ def detect_format(columns: list[str], declared: str) -> str:
                 f"dataset format '{declared}' needs columns {', '.join(want)}; missing {', '.join(missing)}.",
                 hint=f"map your columns with dataset.columns (the data has: {', '.join(columns)})")
         return declared
+    fmt = preflight.data_format(task, declared, columns) if task is not None else None
+    if fmt is not None and fmt != "prompt":
+        return fmt
     for name in ("messages", "preference", "alpaca", "prompt_completion", "classification", "text"):
         if all(c in columns for c in FORMAT_COLUMNS[name]):
             return name

@@ -171,3 +171,14 @@ def test_max_samples_checks_only_the_rows_it_trains_on(tmp_path):
     assert len(load(tmp_path, make_spec(path, dataset_extra="  max_samples: 5\n"))) == 5
     with pytest.raises(errors.UserError, match=f"^{path}:6: "):
         load(tmp_path, make_spec(path))
+
+
+@pytest.mark.parametrize("task", ["sft", "cpt", "rl"])
+def test_the_trainer_takes_the_format_the_pre_flight_checks(task):
+    from ftlaunch.techniques import Task
+
+    for columns in (["text", "label"], ["instruction", "output", "chosen", "rejected"], ["messages", "text"],
+                    ["instruction", "input", "output"], ["prompt", "completion"], ["text"]):
+        checked = preflight.data_format(Task(task), "auto", columns)
+        if checked not in (None, "prompt"):
+            assert data.detect_format(columns, "auto", Task(task)) == checked, columns

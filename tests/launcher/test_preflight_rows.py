@@ -84,8 +84,9 @@ def test_launch_dry_run_refuses_bad_data_before_planning_and_skip_preflight_lets
 def test_non_utf8_bytes_are_row_numbered_errors_in_every_text_format(tmp_path):
     """validate used to replace latin-1 bytes silently (and a .json file raised a traceback); the trainer's
     loader refuses them, so the pre-flight names the line and byte."""
-    cases = {"d.jsonl": (b'{"instruction": "a", "output": "b"}\n{"instruction": "caf\xe9", "output": "b"}\n', "sft", 2, 21),
-             "d.json": (b'[{"instruction": "a", "output": "b"},\n {"instruction": "caf\xe9", "output": "b"}]', "sft", 2, 22),
+    good, bad = b'{"instruction": "a", "output": "b"}', b'{"instruction": "caf\xe9", "output": "b"}'
+    cases = {"d.jsonl": (good + b"\n" + bad + b"\n", "sft", 2, 21),
+             "d.json": (b"[" + good + b",\n " + bad + b"]", "sft", 2, 22),
              "d.csv": (b"text,label\ngood,pos\ncaf\xe9,neg\nbad,neg\n", "classification", 3, 4),
              "d.txt": (b"fine\ncaf\xe9\n", "cpt", 2, 4)}
     for name, (content, task, line, column) in cases.items():
