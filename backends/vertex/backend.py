@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -258,12 +259,21 @@ class _HttpError(Exception):
         self.status = status
 
 
+# A 429 RESOURCE_EXHAUSTED is a request rate (retried) unless it names the training resources themselves:
+# "The following quota metrics exceed quota limits: aiplatform.googleapis.com/custom_model_training_nvidia_a100_gpus",
+# or a zone out of that GPU.
+_RESOURCE_REFUSAL = re.compile(r"exceed quota limits|custom_model_training|stockout|ZONE_RESOURCE_POOL_EXHAUSTED",
+                               re.IGNORECASE)
+
+
 def retryable(exc: BaseException) -> bool:
     """429, 5xx, deadline and connection failures from google-api-core, google-cloud-storage or requests."""
     try:
         from google.api_core import exceptions as gx
     except ImportError:
         return False
+    if isinstance(exc, (gx.TooManyRequests, gx.ResourceExhausted)) and _RESOURCE_REFUSAL.search(str(exc)):
+        return False  # no GPUs (quota, stockout) for this offer: waiting seconds won't help; a launch fails over
     if isinstance(exc, (gx.TooManyRequests, gx.ResourceExhausted, gx.ServerError, gx.DeadlineExceeded,
                         gx.ServiceUnavailable)):
         return True
