@@ -88,8 +88,9 @@ def test_a_job_repeats_exactly_in_one_process(tiny_lm, tiny_classifier, task_dat
     import torch
 
     first = observe("classification-lora", tiny_lm, tiny_classifier, task_data, tmp_path / "first")
-    torch.manual_seed(1234), random.seed(1234), numpy.random.seed(1234)
-    torch.rand(7), random.random(), numpy.random.rand(3)
+    torch.manual_seed(1234)
+    random.seed(1234)
+    numpy.random.seed(1234)
     second = observe("classification-lora", tiny_lm, tiny_classifier, task_data, tmp_path / "second")
     assert second == first
 
