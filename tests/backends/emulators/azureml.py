@@ -188,9 +188,14 @@ class AzureMLEmulator:
                 (folder / rel).parent.mkdir(parents=True, exist_ok=True)
                 (folder / rel).write_bytes(data)
             places[f"inputs.{key}"] = str(folder)
-        for key in props.get("outputs") or {}:
+        for key, spec in (props.get("outputs") or {}).items():
             folder = root / "outputs" / key
             folder.mkdir(parents=True)
+            if (spec.get("mode") or "ReadWriteMount").lower() in ("readwritemount", "rw_mount"):
+                # a read-write mount shows what the datastore path already holds (an earlier attempt's files)
+                for rel, data in self.datastore_files(spec["uri"]):
+                    (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (folder / rel).write_bytes(data)
             places[f"outputs.{key}"] = str(folder)
         inside = f"/mnt/azureml/cr/j/{name}/cap/data-capability/wd"
         if self.engine is not None:  # the references name the mounts inside the container
