@@ -777,7 +777,7 @@ def resume_job(job_id: str, follow: bool) -> None:
                                hint=f"`ftlaunch fetch {record.id}` brings back its outputs")
     if not hasattr(backend, "resume"):
         raise errors.UserError(f"resuming a {record.backend} job is not supported yet ({record.id}).",
-                               hint="launch the spec again as a new job")
+                               hint=getattr(backend, "RESUME_HINT", "launch the spec again as a new job"))
     handle = backend.resume(record.handle)
     store = jobs.JobStore()
     try:

@@ -62,6 +62,12 @@ def secret_values(names: list[str], env: dict[str, str] | os._Environ) -> dict[s
 
 class SkyPilotBackend(Backend):
     name = "skypilot"
+    # SkyPilot's managed jobs recover by themselves: after a spot preemption (job_recovery FAILOVER) and, with
+    # FTLAUNCH_SKYPILOT_MAX_RESTARTS, after errors, the same job restarts and the trainer resumes from the
+    # checkpoints in the job's bucket. A job that ended for good is not restarted by ftlaunch.
+    RESUME_HINT = ("SkyPilot restarts a managed job by itself after a preemption (and after errors, up to "
+                   "FTLAUNCH_SKYPILOT_MAX_RESTARTS times), resuming from the checkpoints in its bucket; for a job "
+                   "that ended, launch the spec again")
     UNSUPPORTED = {
         Capability.DOCKER: "SkyPilot runs the trainer image on the cluster itself (image_id: docker:...); "
                            "drop --runtime",
