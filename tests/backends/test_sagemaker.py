@@ -131,6 +131,23 @@ def test_launch_runs_trainer_then_status_logs_fetch(sagemaker, tiny_spec, tmp_pa
 
 
 @pytest.mark.slow
+def test_a_dataset_already_in_s3_reaches_the_job_as_a_channel(sagemaker, tiny_spec, alpaca_file, ftlaunch_home):
+    env = cli_env(sagemaker, ftlaunch_home)
+    sagemaker.s3.upload_file(str(alpaca_file), "ftlaunch-test", "datasets/tiny/train.jsonl")
+    uri = "s3://ftlaunch-test/datasets/tiny/train.jsonl"
+    job = json.loads(ftlaunch(env, "--cloud", "sagemaker", "--detach", "--json", *HOST_IMAGE, "--set",
+                              f"dataset.path={uri}", str(tiny_spec)).stdout)["job"]
+    status = wait_for(env, job, {"SUCCEEDED", "FAILED"})
+    assert status["state"] == "SUCCEEDED", ftlaunch(env, "logs", job).stdout
+    created = sagemaker.bodies[job]
+    [train] = [c for c in created["InputDataConfig"] if c["ChannelName"] == "train"]
+    assert train["DataSource"]["S3DataSource"]["S3Uri"] == uri  # read where it is: nothing uploaded again
+    spec_key = created["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"][len("s3://ftlaunch-test/"):]
+    job_spec = json.loads(sagemaker.s3.get_object(Bucket="ftlaunch-test", Key=spec_key + "spec.json")["Body"].read())
+    assert job_spec["dataset"]["path"] == "/opt/ml/input/data/train/train.jsonl"
+
+
+@pytest.mark.slow
 def test_launch_runs_the_image_from_the_registry(sagemaker, job_image, dockerd, tiny_spec, tmp_path, ftlaunch_home):
     """launch -> the image is found in the registry -> the emulator pulls and runs it as SageMaker does ->
     model.tar.gz in S3 -> SUCCEEDED -> fetch verifies; a relaunch builds and pushes nothing."""
