@@ -61,15 +61,13 @@ def quantization(job: Job) -> Any:
     if job.spec.technique is not Technique.QLORA:
         return None
     import torch
-    from transformers import BitsAndBytesConfig
 
     s = job.spec.technique_settings
     compute = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}.get(
         s.compute_dtype) or (torch.bfloat16 if job.precision == "bf16" else
                              torch.float16 if job.precision == "fp16" else torch.float32)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=s.quant_type,
-                              bnb_4bit_use_double_quant=s.double_quant, bnb_4bit_compute_dtype=compute,
-                              llm_int8_skip_modules=["score", "classifier", "lm_head"])
+    sharded = job.world_size > 1 and _strategy(job) == "fsdp"
+    return loading.bnb_config(s, compute, sharded=sharded)
 
 
 def load_base(job: Job, tokenizer: Any, num_labels: int | None = None, label_names: list[str] | None = None) -> Any:
