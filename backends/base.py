@@ -301,12 +301,13 @@ def is_placeholder(value: str) -> bool:
 # then tries the plan's next offer (failover). Codes and phrases from each provider's documented errors:
 # SageMaker CreateTrainingJob ResourceLimitExceeded and a job's "CapacityError: Unable to provision requested
 # ML compute capacity"; EC2 InsufficientInstanceCapacity; Vertex AI / Compute Engine RESOURCE_EXHAUSTED,
-# ZONE_RESOURCE_POOL_EXHAUSTED and "stockout"; Azure ML QuotaExceeded / "not enough quota" and
+# ZONE_RESOURCE_POOL_EXHAUSTED, "stockout" and a job's "The zone ... does not have enough resources available";
+# Azure ML QuotaExceeded / "not enough quota" and
 # SkuNotAvailable; SkyPilot ResourcesUnavailableError and FAILED_NO_RESOURCE.
 _CAPACITY = re.compile(
     r"ResourceLimitExceeded|CapacityError|InsufficientInstanceCapacity|InsufficientCapacity|RESOURCE_EXHAUSTED|"
     r"ResourceExhausted|ZONE_RESOURCE_POOL_EXHAUSTED|stockout|QuotaExceeded|quota exceeded|exceeds? quota|"
-    r"not enough quota|"
+    r"not enough quota|does not have enough resources|"
     r"insufficient quota|SkuNotAvailable|ResourcesUnavailableError|FAILED_NO_RESOURCE", re.IGNORECASE)
 
 

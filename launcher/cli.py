@@ -350,13 +350,14 @@ def submit(prepared: Prepared, follow: bool, as_json: bool) -> None:
     console = _console()
     if not as_json:
         print_plan(console, prepared.plan)
-    handle, prepared, attempts = submit_with_failover(prepared, quiet=as_json)
-    plan, backend = prepared.plan, prepared.backend
+    failover = Failover(prepared, quiet=as_json)
+    handle = failover.submit()
+    plan = failover.prepared.plan
     store = jobs.JobStore()
     try:
         cost = plan.offer.cost[1] if plan.offer.cost else None
         store.add(handle=handle, spec=plan.spec, image=plan.image, state="PENDING", predicted_cost=cost,
-                  plan_json={k: v for k, v in plan.to_json().items() if k != "spec"}, attempts=attempts)
+                  plan_json={k: v for k, v in plan.to_json().items() if k != "spec"}, attempts=failover.attempts)
     finally:
         store.close()
     if as_json:
@@ -364,44 +365,87 @@ def submit(prepared: Prepared, follow: bool, as_json: bool) -> None:
                                "provider_id": handle.provider_id, "output": handle.output_uri}))
         return
     console.print(_markup("[bold green]submitted[/] {} to {}", handle.job_name, handle.backend))
-    _follow_or_detach(console, backend, handle, follow)
-
-
-def submit_with_failover(prepared: Prepared, quiet: bool) -> tuple[Any, Prepared, list[dict[str, Any]]]:
-    """Submits the chosen offer; when the provider refuses it for capacity or quota (base.capacity_refusal),
-    re-plans without the refused offers and submits the next one (its image built or pushed first if missing),
-    up to the plan's failover order. Any other refusal (the user's: a role, a bucket, an image) stops at once.
-    Returns the handle, what was submitted, and the attempts (refused ones with their reason)."""
-    from ftlaunch import plan as plan_mod
-    from ftlaunch.backends import base
-
-    attempts: list[dict[str, Any]] = []
-    refused: dict[tuple, str] = {}
-    tries = 1 + len(prepared.failover)
+    if not follow:
+        _print_next_steps(console, handle.job_name)
+        return
     while True:
-        offer = prepared.plan.offer
+        code, status = _follow(console, failover.prepared.backend, handle)
+        if status is None or not failover.after_failure(status):
+            break
+        handle = failover.submit()  # the job failed before training for capacity: the next offer
+        store = jobs.JobStore()
         try:
-            handle = prepared.backend.submit(prepared.request)
-        except errors.UserError as exc:
-            if not base.capacity_refusal(exc.message) or not prepared.failover or len(attempts) + 1 >= tries:
-                if attempts:
-                    exc.message += f" (after {len(attempts)} refused offer{'s' if len(attempts) > 1 else ''}: " \
-                                   f"{'; '.join(a['backend'] + ' ' + a['instance'] for a in attempts)})"
-                raise
-            attempts.append({"attempt": len(attempts) + 1, "started_at": time.time(), "backend": offer.cloud,
-                             "instance": offer.instance, "region": offer.region, "refused": exc.message})
-            refused[plan_mod.failover_key(offer)] = exc.message
-            nxt = prepare_plan(prepared.spec, prepared.options, name=prepared.plan.job_name, refused=refused,
-                               skipped=prepared.skipped)
-            if not quiet:
-                click.echo(f"{offer.cloud} refused {offer.instance} ({exc.message}); failing over to "
-                           f"{nxt.plan.offer.cloud} {nxt.plan.offer.instance}", err=True)
-            ensure_image(nxt, quiet=quiet)
-            prepared = nxt
-            continue
-        attempts.append({"attempt": len(attempts) + 1, "started_at": time.time(), "backend": handle.backend,
-                         "instance": offer.instance, "region": offer.region, "provider_id": handle.provider_id})
-        return handle, prepared, attempts
+            store.move_attempt(handle.job_name, handle, failover.attempts)
+        finally:
+            store.close()
+        console.print(_markup("[bold green]submitted[/] {} to {}", handle.job_name, handle.backend))
+    if code:
+        click.get_current_context().exit(code)
+
+
+class Failover:
+    """A launch's tries: submits the chosen offer; when the provider refuses it for capacity or quota
+    (base.capacity_refusal), or a followed job fails for that reason before training, re-plans without the
+    refused offers and submits the next one (its image built or pushed first if missing), up to the plan's
+    failover order. Any other refusal (the user's: a role, a bucket, an image) stops at once. `attempts`:
+    every try, the refused ones with their reason."""
+
+    def __init__(self, prepared: Prepared, quiet: bool):
+        self.prepared, self.quiet = prepared, quiet
+        self.attempts: list[dict[str, Any]] = []
+        self.refused: dict[tuple, str] = {}
+        self.tries = 1 + len(prepared.failover)
+
+    def submit(self) -> Any:
+        from ftlaunch.backends import base
+
+        while True:
+            offer = self.prepared.plan.offer
+            try:
+                handle = self.prepared.backend.submit(self.prepared.request)
+            except errors.UserError as exc:
+                if not base.capacity_refusal(exc.message) or not self._next(exc.message):
+                    if self.attempts:
+                        exc.message += f" (after {len(self.attempts)} refused offer" \
+                                       f"{'s' if len(self.attempts) > 1 else ''}: " \
+                                       f"{'; '.join(a['backend'] + ' ' + a['instance'] for a in self.attempts)})"
+                    raise
+                continue
+            self.attempts.append({"attempt": len(self.attempts) + 1, "started_at": time.time(),
+                                  "backend": handle.backend, "instance": offer.instance, "region": offer.region,
+                                  "provider_id": handle.provider_id})
+            return handle
+
+    def after_failure(self, status: Any) -> bool:
+        """True when a followed job FAILED for capacity or quota (it never trained) and the next offer is
+        planned: the caller submits it."""
+        from ftlaunch.backends import base
+
+        return status.state.value == "FAILED" and base.capacity_refusal(status.reason) and \
+            self._next(status.reason, submitted=True)
+
+    def _next(self, reason: str, submitted: bool = False) -> bool:
+        """Records the refusal of the current offer and plans the next; False when none is left."""
+        from ftlaunch import plan as plan_mod
+
+        offer = self.prepared.plan.offer
+        if not self.prepared.failover or len(self.refused) + 1 >= self.tries:
+            return False
+        if submitted:
+            self.attempts[-1]["refused"] = reason
+        else:
+            self.attempts.append({"attempt": len(self.attempts) + 1, "started_at": time.time(),
+                                  "backend": offer.cloud, "instance": offer.instance, "region": offer.region,
+                                  "refused": reason})
+        self.refused[plan_mod.failover_key(offer)] = reason
+        nxt = prepare_plan(self.prepared.spec, self.prepared.options, name=self.prepared.plan.job_name,
+                           refused=self.refused, skipped=self.prepared.skipped)
+        if not self.quiet:
+            click.echo(f"{offer.cloud} refused {offer.instance} ({reason}); failing over to "
+                       f"{nxt.plan.offer.cloud} {nxt.plan.offer.instance}", err=True)
+        ensure_image(nxt, quiet=self.quiet)
+        self.prepared = nxt
+        return True
 
 
 def _follow_or_detach(console: Any, backend: Any, handle: Any, follow: bool) -> None:
@@ -423,16 +467,21 @@ EXIT_PREEMPTED = 75  # the trainer's own code for "stopped by SIGTERM after savi
 def follow_job(console: Any, backend: Any, handle: Any) -> int:
     """Streams the job's log until it ends and returns the exit code for its outcome (outcome_code);
     Ctrl-C detaches, leaves the job running and returns 0."""
+    return _follow(console, backend, handle)[0]
+
+
+def _follow(console: Any, backend: Any, handle: Any) -> tuple[int, Any]:
+    """follow_job, with the job's final status (None when Ctrl-C detached)."""
     try:
         for line in backend.logs(handle, follow=True):
             click.echo(line)
     except KeyboardInterrupt:
         console.print(_markup("\n[yellow]detached[/]; {} keeps running.", handle.job_name))
         _print_next_steps(console, handle.job_name)
-        return 0
+        return 0, None
     status = _refresh(backend, handle)
     _print_outcome(console, handle, status)
-    return outcome_code(status)
+    return outcome_code(status), status
 
 
 def outcome_code(status: Any) -> int:

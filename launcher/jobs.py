@@ -142,7 +142,8 @@ class JobStore:
         return JobRecord(**row)
 
     def update(self, job_id: str, **fields: Any) -> None:
-        allowed = {"state", "reason", "actual_cost", "provider_id", "handle_json", "attempts_json"}
+        allowed = {"state", "reason", "actual_cost", "provider_id", "handle_json", "attempts_json", "backend",
+                   "output_uri"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}")
@@ -159,6 +160,13 @@ class JobStore:
                     handle_json=json.dumps(dataclasses.asdict(handle)),
                     attempts_json=json.dumps([*attempts, attempt]))
         return attempt
+
+    def move_attempt(self, job_id: str, handle: Any, attempts: list[dict[str, Any]]) -> None:
+        """A failover after the job failed before training: the job's next attempt runs elsewhere (another
+        offer, maybe another backend); the record follows it, keeping every attempt."""
+        self.update(job_id, state="PENDING", reason=None, backend=handle.backend, provider_id=handle.provider_id,
+                    output_uri=handle.output_uri, handle_json=json.dumps(dataclasses.asdict(handle)),
+                    attempts_json=json.dumps(attempts))
 
     def get(self, job_id: str) -> JobRecord:
         """The job with this id, or the only job whose id starts with it; UserError otherwise (an empty id

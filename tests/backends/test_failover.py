@@ -104,3 +104,20 @@ def test_a_users_mistake_on_the_first_offer_stops_without_failover(clouds, tiny_
     assert "failing over" not in proc.stderr
     assert len(sagemaker.proxy.calls("CreateTrainingJob")) == created_before
     assert ftlaunch(env, "ls").stdout.count("sagemaker") == 0  # nothing was recorded as launched elsewhere
+
+
+@pytest.mark.slow
+def test_a_followed_job_that_fails_for_want_of_gpus_fails_over_and_exits_0(clouds, tiny_spec, ftlaunch_home):
+    vertex, sagemaker = clouds
+    env = env_for(clouds, ftlaunch_home)
+    vertex.proxy.faults.clear()
+    vertex.stockouts = 1
+    proc = ftlaunch(env, "--cloud", "auto", "--gpu", "a100", *HOST_IMAGE, str(tiny_spec), check=False, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "failing over to sagemaker" in proc.stderr and "SUCCEEDED" in proc.stdout
+    job = next(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("submitted "))
+    shown = json.loads(ftlaunch(env, "show", job).stdout)
+    first, second = shown["attempts"]
+    assert first["backend"] == "vertex" and "does not have enough resources" in first["refused"]
+    assert second["backend"] == "sagemaker" and "refused" not in second
+    assert shown["backend"] == "sagemaker" and shown["state"] == "SUCCEEDED"
