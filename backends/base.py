@@ -452,6 +452,7 @@ class DigestCache:
 def job_spec(spec_json: dict[str, Any], refs: dict[str, str]) -> dict[str, Any]:
     """The spec the job reads: the resolved spec with local paths replaced by their places in the job."""
     data = json.loads(json.dumps(spec_json))
+    data.pop("notify", None)  # the launcher notifies; a job has nothing to do with it
     if "model" in refs:
         data["model"] = refs["model"]
     if "train" in refs:
