@@ -519,16 +519,25 @@ def _print_results(console: Any, folder: Path) -> None:
 
 
 def _refresh(backend: Any, handle: Any) -> Any:
-    """Polls the backend once and stores the state in the job records."""
+    """Polls the backend once and stores the state in the job records (telling `notify:` of a change)."""
     from ftlaunch import jobs
 
     status = backend.status(handle)
     store = jobs.JobStore()
     try:
-        store.update(handle.job_name, **_status_fields(status))
+        _observe(store, handle.job_name, _status_fields(status))
     finally:
         store.close()
     return status
+
+
+def _observe(store: Any, job_id: str, fields: dict[str, Any]) -> None:
+    """Stores a polled state; if it changed, runs the job's spec `notify:` (a failure there only warns)."""
+    from ftlaunch import notify
+
+    before = store.observe(job_id, **fields)
+    if before is not None:
+        notify.observed(before, fields)
 
 
 def _status_fields(status: Any) -> dict[str, Any]:
@@ -884,7 +893,7 @@ def refresh_unfinished(records: list[Any], budget_s: float = REFRESH_BUDGET_S,
     store = jobs.JobStore()
     try:
         for job_id, status_ in found.items():
-            store.update(job_id, **_status_fields(status_))
+            _observe(store, job_id, _status_fields(status_))
     finally:
         store.close()
     return [dataclasses.replace(r, state=found[r.id].state.value, reason=found[r.id].reason) if r.id in found else r

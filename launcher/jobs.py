@@ -152,6 +152,19 @@ class JobStore:
         with self._tx():
             self._db.execute(f"UPDATE jobs SET {sets} WHERE id = :id", {**fields, "id": job_id})
 
+    def observe(self, job_id: str, **fields: Any) -> JobRecord | None:
+        """Stores a polled state (update's fields) and returns the record as it was before, if the state
+        changed; None if it did not. One transaction: of two shells polling at once, one sees the change."""
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            fields["updated_at"] = time.time()
+            sets = ", ".join(f"{k} = :{k}" for k in fields)
+            db.execute(f"UPDATE jobs SET {sets} WHERE id = :id", {**fields, "id": job_id})
+        before = JobRecord(**{k: row[k] for k in row.keys()})
+        return before if "state" in fields and fields["state"] != before.state else None
+
     def add_attempt(self, record: JobRecord, handle: Any) -> dict[str, Any]:
         """Records a new attempt of the job (a resume) with its handle, and marks the job PENDING again."""
         attempts = record.attempts

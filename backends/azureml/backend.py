@@ -153,18 +153,35 @@ class AzureMLBackend(Backend):
                     data = item["content"].encode()
                     self._retry(lambda: blob.upload_blob(data, overwrite=True))
                     continue
+                base.check_unchanged(item)
+                if base.uploaded_before(item, *self._properties(blob)):
+                    print(base.REUSING.format(destination=item["destination"]), file=self.out, flush=True)
+                    continue
                 size = Path(item["source"]).stat().st_size
                 if size > PROGRESS_BYTES:
                     print(f"uploading {item['source']} ({size / 1e6:,.1f} MB) to {item['destination']}",
                           file=self.out, flush=True)
+                metadata = {"sha256": item["sha256"]} if "sha256" in item else None
 
+                # a large file goes up as staged blocks that Put Block List commits at the end: the blob
+                # shows the new bytes only once all of them arrived
                 def send(source=item["source"]):
                     with open(source, "rb") as f:
-                        blob.upload_blob(f, overwrite=True, max_concurrency=4)
+                        blob.upload_blob(f, overwrite=True, max_concurrency=4, metadata=metadata)
 
                 self._retry(send)
             except Exception as exc:  # noqa: BLE001
                 raise _user_error(exc, f"uploading to {item['destination']} failed") from None
+
+    def _properties(self, blob: Any) -> tuple[int | None, dict[str, str] | None]:
+        """(size, metadata) of the blob, or (None, None) if there is none."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            props = self._retry(blob.get_blob_properties)
+        except ResourceNotFoundError:
+            return None, None
+        return props.size, dict(props.metadata or {})
 
     def _check_vm_size(self, ml: Any, request: JobRequest) -> None:
         """Warns when the cluster's VM size is not the offer's: the plan's time and cost assume the offer."""

@@ -125,13 +125,31 @@ class SageMakerBackend(Backend):
                 body = item["content"].encode()
                 self._retry(lambda: s3.put_object(Bucket=bucket, Key=key, Body=body))
                 continue
+            base.check_unchanged(item)
             source = Path(item["source"])
             size = source.stat().st_size
             callback = _Progress(source.name, size, self.out) if size > PROGRESS_BYTES else None
             try:
-                self._retry(lambda: s3.upload_file(str(source), bucket, key, Callback=callback))
+                found = self._head(s3, bucket, key)
+                if base.uploaded_before(item, *found):
+                    print(base.REUSING.format(destination=item["destination"]), file=self.out, flush=True)
+                    continue
+                # one call to the final key: a large file goes up as a multipart upload, which S3 shows
+                # under the key only once CompleteMultipartUpload succeeds
+                extra = {"Metadata": {"sha256": item["sha256"]}} if "sha256" in item else None
+                self._retry(lambda: s3.upload_file(str(source), bucket, key, Callback=callback, ExtraArgs=extra))
             except Exception as exc:  # noqa: BLE001
                 raise _user_error(exc, f"uploading {source} to {item['destination']} failed") from None
+
+    def _head(self, s3: Any, bucket: str, key: str) -> tuple[int | None, dict[str, str] | None]:
+        """(size, metadata) of the object at key, or (None, None) if there is none."""
+        try:
+            head = self._retry(lambda: s3.head_object(Bucket=bucket, Key=key))
+        except Exception as exc:  # noqa: BLE001
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None, None
+            raise
+        return head["ContentLength"], head.get("Metadata") or {}
 
     # ------------------------------------------------------------------ status, logs, cancel
 

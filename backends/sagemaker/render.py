@@ -34,8 +34,9 @@ def render(plan: Any) -> base.JobRequest:
     offer = plan.offer
     job = plan.job_name
     root = f"s3://{ctx['bucket']}/{ctx['prefix']}/jobs/{job}"
-    refs, uploads, mounts = base.place_inputs(ctx["inputs"], remote=lambda ch: f"{root}/input/{ch}/",
-                                              in_job=lambda ch: f"{BASE_DIR}/input/data/{ch}")
+    # local inputs go under a digest of their bytes, shared by every job in the bucket and prefix
+    refs, uploads, mounts = base.place_inputs(ctx["inputs"], store=f"s3://{ctx['bucket']}/{ctx['prefix']}/inputs/",
+                                              in_job=lambda ch, _: f"{BASE_DIR}/input/data/{ch}")
     for channel, info in ctx["inputs"].items():
         if info["kind"] == "uri" and info["ref"].startswith("s3://"):  # data (or a model) already in S3: a channel
             mounts[channel] = info["ref"]

@@ -128,11 +128,19 @@ class VertexBackend(Backend):
                 if "content" in item:
                     self._retry(lambda: blob.upload_from_string(item["content"], content_type="application/json"))
                     continue
+                base.check_unchanged(item)
+                found = self._retry(lambda: storage.bucket(bucket).get_blob(key))
+                if base.uploaded_before(item, *((found.size, found.metadata) if found else (None, None))):
+                    print(base.REUSING.format(destination=item["destination"]), file=self.out, flush=True)
+                    continue
                 size = Path(item["source"]).stat().st_size
                 if size > PROGRESS_BYTES:
                     print(f"uploading {item['source']} ({size / 1e6:,.1f} MB) to {item['destination']}",
                           file=self.out, flush=True)
-                    blob.chunk_size = 8 << 20  # resumable upload in 8 MB parts
+                    # a resumable upload in 8 MB parts: GCS shows the object only after its last part
+                    blob.chunk_size = 8 << 20
+                if "sha256" in item:
+                    blob.metadata = {"sha256": item["sha256"]}
                 self._retry(lambda: blob.upload_from_filename(item["source"]))
             except Exception as exc:  # noqa: BLE001
                 raise _user_error(exc, f"uploading to {item['destination']} failed") from None

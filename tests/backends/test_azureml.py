@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import golden_files
-from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, ftlaunch, wait_for
+from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, check_relaunch_uploads_nothing, ftlaunch, wait_for
 import pytest
 import yaml
 
@@ -295,3 +295,19 @@ def test_check_row_names_each_missing_setting_and_is_ready_when_configured(tmp_p
                   "FTLAUNCH_AZURE_SUBSCRIPTION": "sub", "FTLAUNCH_AZURE_RESOURCE_GROUP": "rg",
                   "FTLAUNCH_AZURE_WORKSPACE": "ws", "FTLAUNCH_AZURE_COMPUTE": "gpu", "FTLAUNCH_ACR_REGISTRY": "r.azurecr.io"}
     assert next(r for r in check.gather(configured) if r["backend"] == "azureml")["ready"]
+
+
+@pytest.mark.slow
+def test_relaunch_uploads_nothing_and_a_changed_byte_uploads_once(azureml, tiny_spec, alpaca_file, ftlaunch_home):
+    from emulators.azureml import DATASTORES
+
+    env = {**cli_env(azureml, ftlaunch_home), "FTLAUNCH_AZURE_PREFIX": "upload-cache"}
+    container = DATASTORES["workspaceblobstore"]
+
+    def inputs() -> dict[str, tuple]:
+        with azureml.lock:
+            return {name: (azureml.blob_writes[(c, name)], azureml.blob_metadata[(c, name)].get("sha256"))
+                    for (c, name) in azureml.blobs if c == container and name.startswith("upload-cache/inputs/")}
+
+    check_relaunch_uploads_nothing(env, "azureml", tiny_spec, alpaca_file, inputs)
+    assert all(sha for _, sha in inputs().values())  # each input carries its sha256, checked on reuse

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import golden_files
-from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, ftlaunch, wait_for
+from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, check_relaunch_uploads_nothing, ftlaunch, wait_for
 import pytest
 
 from ftlaunch import errors
@@ -311,3 +311,14 @@ def test_check_reports_what_each_cloud_backend_misses(sagemaker, tmp_path):
     assert not vertex["FTLAUNCH_GCS_BUCKET"]["ok"] and "export FTLAUNCH_GCS_BUCKET" in vertex["FTLAUNCH_GCS_BUCKET"]["fix"]
     rows = {r["backend"]: r for r in check.gather({**sagemaker.env(), "FTLAUNCH_HOME": str(home)})}
     assert all(i["ok"] for i in rows["sagemaker"]["items"] if i["what"].startswith("FTLAUNCH_"))
+
+
+@pytest.mark.slow
+def test_relaunch_uploads_nothing_and_a_changed_byte_uploads_once(sagemaker, tiny_spec, alpaca_file, ftlaunch_home):
+    env = {**cli_env(sagemaker, ftlaunch_home), "FTLAUNCH_S3_PREFIX": "upload-cache"}
+
+    def inputs() -> dict[str, tuple]:
+        listed = sagemaker.s3.list_objects_v2(Bucket=env["FTLAUNCH_S3_BUCKET"], Prefix="upload-cache/inputs/")
+        return {o["Key"]: (o["ETag"], o["LastModified"]) for o in listed.get("Contents", [])}
+
+    check_relaunch_uploads_nothing(env, "sagemaker", tiny_spec, alpaca_file, inputs)

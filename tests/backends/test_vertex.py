@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import golden_files
-from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, ftlaunch, wait_for
+from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, check_relaunch_uploads_nothing, ftlaunch, wait_for
 import pytest
 
 from ftlaunch import errors
@@ -238,3 +238,17 @@ def test_retries_throttling_and_5xx_and_never_creates_a_second_job(vertex, monke
     assert backend.status(handle).state is State.SUCCEEDED
     assert "hi" in list(backend.logs(handle))
     assert backend.status(handle).actual_cost is not None
+
+
+@pytest.mark.slow
+def test_relaunch_uploads_nothing_and_a_changed_byte_uploads_once(vertex, tiny_spec, alpaca_file, ftlaunch_home):
+    from emulators.vertex import BUCKET
+
+    env = {**cli_env(vertex, ftlaunch_home), "FTLAUNCH_GCS_PREFIX": "upload-cache"}
+
+    def inputs() -> dict[str, tuple]:
+        blobs = vertex.storage().list_blobs(BUCKET, prefix="upload-cache/inputs/")
+        return {b.name: (b.generation, b.updated, (b.metadata or {}).get("sha256")) for b in blobs}
+
+    check_relaunch_uploads_nothing(env, "vertex", tiny_spec, alpaca_file, inputs)
+    assert all(sha for *_, sha in inputs().values())  # each input carries its sha256, checked on reuse

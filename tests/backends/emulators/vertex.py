@@ -145,7 +145,11 @@ class VertexEmulator:
         bucket_name, _, base_path = base[5:].partition("/")
         job_root = base_path.rsplit("/", 1)[0]  # <prefix>/jobs/<job>: inputs and outputs
         client = self.storage()
-        for blob in client.list_blobs(bucket_name, prefix=job_root + "/"):
+        # what the job reads through its /gcs mount (all of the bucket on Vertex): its own folder and the
+        # content-addressed inputs shared by every job under the prefix
+        inputs_root = job_root.rsplit("/jobs/", 1)[0] + "/inputs/"
+        blobs = [*client.list_blobs(bucket_name, prefix=job_root + "/"), *client.list_blobs(bucket_name, prefix=inputs_root)]
+        for blob in blobs:
             target = mount / bucket_name / blob.name
             target.parent.mkdir(parents=True, exist_ok=True)
             blob.download_to_filename(str(target))
