@@ -443,6 +443,14 @@ class Failover:
         if not self.quiet:
             click.echo(f"{offer.cloud} refused {offer.instance} ({reason}); failing over to "
                        f"{nxt.plan.offer.cloud} {nxt.plan.offer.instance}", err=True)
+        if self.prepared.spec.notify is not None:  # `notify:` hears of a failover as of any state change
+            from ftlaunch import notify
+
+            notify.send(self.prepared.spec.notify.model_dump(exclude_none=True), {
+                "job": self.prepared.plan.job_name, "backend": offer.cloud, "state": "FAILOVER",
+                "previous_state": "FAILED" if submitted else "REFUSED", "reason": reason, "cost": None,
+                "predicted_cost": nxt.plan.offer.cost[1] if nxt.plan.offer.cost else None,
+                "output": f"next: {nxt.plan.offer.cloud} {nxt.plan.offer.instance}"})
         ensure_image(nxt, quiet=self.quiet)
         self.prepared = nxt
         return True

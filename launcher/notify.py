@@ -39,8 +39,9 @@ def observed(before: Any, fields: dict[str, Any], warn: Callable[[str], None] | 
     return event
 
 
-def send(settings: dict[str, Any], event: dict[str, Any], warn: Callable[[str], None]) -> None:
+def send(settings: dict[str, Any], event: dict[str, Any], warn: Callable[[str], None] | None = None) -> None:
     """Runs the command and posts to the URL that `settings` (the spec's notify section) name."""
+    warn = warn or _warn
     if settings.get("command"):
         run_command(settings["command"], event, warn)
     url = settings.get("url")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 from cli_run import HOST_IMAGE, ftlaunch, wait_for
@@ -71,6 +72,10 @@ def test_a_quota_refusal_fails_over_to_the_next_offer_which_runs(clouds, tiny_sp
     env = env_for(clouds, ftlaunch_home)
     vertex.proxy.faults[:] = [common.Fault(creating, vertex_error(429, "RESOURCE_EXHAUSTED", QUOTA), times=10)]
     created_before = len(sagemaker.proxy.calls("CreateTrainingJob"))
+    heard = tmp_path / "notified.jsonl"
+    code = ("import json, os; open(os.environ['FTLAUNCH_NOTIFY_JOB'] and %r, 'a').write(json.dumps("
+            "{k: v for k, v in os.environ.items() if k.startswith('FTLAUNCH_NOTIFY_')}) + '\\n')" % str(heard))
+    tiny_spec.write_text(tiny_spec.read_text() + f"notify:\n  command: [{sys.executable}, -c, {json.dumps(code)}]\n")
     launched = ftlaunch(env, "--cloud", "auto", "--gpu", "a100", "--detach", "--json", *HOST_IMAGE, str(tiny_spec))
     job = json.loads(launched.stdout)["job"]
     assert json.loads(launched.stdout)["backend"] == "sagemaker"
@@ -79,6 +84,9 @@ def test_a_quota_refusal_fails_over_to_the_next_offer_which_runs(clouds, tiny_sp
     assert not [j for j in vertex.jobs.values() if j["displayName"] == job]
     assert len(sagemaker.proxy.calls("CreateTrainingJob")) == created_before + 1
 
+    [event] = [json.loads(line) for line in heard.read_text().splitlines()]  # notify: told of the failover
+    assert event["FTLAUNCH_NOTIFY_STATE"] == "FAILOVER" and event["FTLAUNCH_NOTIFY_BACKEND"] == "vertex"
+    assert "custom_model_training_nvidia_a100_gpus" in event["FTLAUNCH_NOTIFY_REASON"]
     status = wait_for(env, job, {"SUCCEEDED", "FAILED"})
     assert status["state"] == "SUCCEEDED", ftlaunch(env, "logs", job).stdout
     dest = tmp_path / "fetched"
