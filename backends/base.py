@@ -297,9 +297,33 @@ def is_placeholder(value: str) -> bool:
     return _UNSET.search(value) is not None
 
 
+# What providers answer when they have no capacity, or the account no quota, for an offer right now: a launch
+# then tries the plan's next offer (failover). Codes and phrases from each provider's documented errors:
+# SageMaker CreateTrainingJob ResourceLimitExceeded and a job's "CapacityError: Unable to provision requested
+# ML compute capacity"; EC2 InsufficientInstanceCapacity; Vertex AI / Compute Engine RESOURCE_EXHAUSTED,
+# ZONE_RESOURCE_POOL_EXHAUSTED and "stockout"; Azure ML QuotaExceeded / "not enough quota" and
+# SkuNotAvailable; SkyPilot ResourcesUnavailableError and FAILED_NO_RESOURCE.
+_CAPACITY = re.compile(
+    r"ResourceLimitExceeded|CapacityError|InsufficientInstanceCapacity|InsufficientCapacity|RESOURCE_EXHAUSTED|"
+    r"ResourceExhausted|ZONE_RESOURCE_POOL_EXHAUSTED|stockout|QuotaExceeded|quota exceeded|exceeds? quota|"
+    r"not enough quota|"
+    r"insufficient quota|SkuNotAvailable|ResourcesUnavailableError|FAILED_NO_RESOURCE", re.IGNORECASE)
+
+
+def capacity_refusal(text: str | None) -> bool:
+    """True when a provider's error or a job's failure reason says "no capacity or quota for this offer now"
+    (not the user's mistake, not a bug): the case a launch fails over to the next offer for."""
+    return bool(text and _CAPACITY.search(text))
+
+
+def placeholders(request: JobRequest) -> list[str]:
+    """The settings (environment variable names) a rendered request still holds placeholders for."""
+    return sorted({m.group(1).upper().replace("-", "_") for m in _UNSET.finditer(json.dumps(request.to_json()))})
+
+
 def refuse_placeholders(request: JobRequest) -> None:
     """Raises UserError naming every unconfigured setting a rendered request still carries."""
-    found = sorted({m.group(1).upper().replace("-", "_") for m in _UNSET.finditer(json.dumps(request.to_json()))})
+    found = placeholders(request)
     if found:
         raise errors.UserError(
             f"--cloud {request.backend} is not configured: the request still has placeholders for "

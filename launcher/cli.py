@@ -17,7 +17,7 @@ import click
 from ftlaunch import __version__, errors
 
 LAUNCH_OPTIONS = ("cloud", "gpu", "nodes", "spot", "region", "dry_run", "as_json", "overrides", "detach", "runtime",
-                  "image", "resume", "skip_preflight")
+                  "image", "resume", "skip_preflight", "no_failover")
 
 
 def _console(stderr: bool = False):
@@ -117,6 +117,9 @@ def launch_options(func):
                      help="Return once the job is submitted instead of following its logs."),
         click.option("--skip-preflight", is_flag=True, default=None,
                      help="Launch without checking the local data first (the job still checks it as it loads)."),
+        click.option("--no-failover", is_flag=True, default=None,
+                     help="Cloud only: stop at the first offer's capacity or quota refusal instead of trying the "
+                          "plan's next offers."),
         click.option("--resume", "resume", metavar="JOB", default=None,
                      help="Resume an ended job from its newest checkpoint instead (same as `ftlaunch resume JOB`)."),
     ]
@@ -190,25 +193,71 @@ def option_overrides(options: dict[str, Any]) -> list[str]:
 
 
 class Prepared:
-    """A spec turned into a plan, a backend and the exact request that submit would send."""
+    """A spec turned into a plan, a backend and the exact request that submit would send; `failover`: the
+    offers a launch tries next if this one is refused for capacity or quota (clouds not configured left out),
+    `skipped`: {cloud: the settings it lacks} for clouds `auto` could not consider."""
 
-    def __init__(self, spec: Any, plan: Any, backend: Any, request: Any):
+    def __init__(self, spec: Any, plan: Any, backend: Any, request: Any, options: dict[str, Any] | None = None,
+                 skipped: dict[str, list[str]] | None = None):
         self.spec, self.plan, self.backend, self.request = spec, plan, backend, request
+        self.options = options or {}
+        self.skipped = skipped or {}
+
+    @property
+    def failover(self) -> list[dict[str, Any]]:
+        if self.options.get("no_failover") or self.plan.cloud == "local":
+            return []
+        return [o for o in (self.plan.estimate or {}).get("failover", []) if o["target"] not in self.skipped]
 
 
 def prepare(spec_path: str, options: dict[str, Any]) -> Prepared:
     """load -> plan -> render. Pure computing: prints nothing, submits nothing."""
-    from ftlaunch import backends, build_cli, plan as plan_mod, spec as spec_mod
+    from ftlaunch import spec as spec_mod
 
     spec = spec_mod.load(spec_path, option_overrides(options))
     if not options.get("skip_preflight"):
         preflight_data(spec)
-    plan = plan_mod.make(spec, calibrate=not options.get("dry_run"))  # a real local run measures this machine once
+    skipped = _unconfigured_clouds(spec, options) if spec.resources.cloud == "auto" else {}
+    return prepare_plan(spec, options, skipped=skipped)
+
+
+def prepare_plan(spec: Any, options: dict[str, Any], *, name: str | None = None, targets: tuple | None = None,
+                 refused: dict[tuple, str] | None = None, skipped: dict[str, list[str]] | None = None) -> Prepared:
+    """plan -> render for a loaded spec; with `refused` (failover) the offers refused so far are not chosen."""
+    from ftlaunch import backends, build_cli, plan as plan_mod
+
+    skipped = skipped or {}
+    if targets is None and skipped:
+        targets = tuple(t for t in plan_mod.TARGETS if t not in skipped)
+    plan = plan_mod.make(spec, name=name, targets=targets, refused=refused,
+                         calibrate=not options.get("dry_run"))  # a real local run measures this machine once
     build_cli.choose_image(plan, options.get("image"))
     backend = backends.get(plan.cloud)
     backend.check_supported(needs(plan))
     request = backend.render(plan)
-    return Prepared(spec, plan, backend, request)
+    return Prepared(spec, plan, backend, request, options, skipped)
+
+
+def _unconfigured_clouds(spec: Any, options: dict[str, Any]) -> dict[str, list[str]]:
+    """`--cloud auto`: {cloud: settings it lacks} for the clouds whose request would still hold placeholders,
+    so neither the choice nor a failover lands on a cloud this machine cannot use. When no cloud is configured
+    none is left out (a dry run then shows every offer, and submit names what to set)."""
+    from ftlaunch import backends, build_cli, plan as plan_mod
+    from ftlaunch.backends import base
+
+    out: dict[str, list[str]] = {}
+    for target in plan_mod.TARGETS:
+        try:
+            plan = plan_mod.make(spec, name="probe", targets=(target,), require_fit=False)
+        except errors.UserError:
+            continue  # nothing priced there: the plan drops it by itself
+        if plan.offer is None:
+            continue
+        build_cli.choose_image(plan, options.get("image"))
+        missing = base.placeholders(backends.get(target).render(plan))
+        if missing:
+            out[target] = missing
+    return {} if len(out) == len(plan_mod.TARGETS) else out
 
 
 def preflight_data(spec: Any) -> None:
@@ -240,15 +289,41 @@ def show_dry_run(prepared: Prepared, as_json: bool) -> None:
     image = build_cli.dry_run(prepared.plan)  # a cloud launch's image: would it be built, pushed?
     if as_json:
         click.echo(json.dumps({"plan": prepared.plan.to_json(), "request": prepared.request.to_json(),
+                               "failover": prepared.failover, "not_configured": prepared.skipped,
                                **({"image": image} if image else {})}, indent=2, default=str))
         return
     console = _console()
     print_plan(console, prepared.plan)
+    _print_failover(console, prepared)
     console.print(_markup("\n[bold]The job request[/] (exactly what submit sends to {}):", prepared.request.backend))
     console.print_json(json.dumps(prepared.request.to_json(), default=str))
     if image:
         console.print(image["summary"], soft_wrap=True)
     console.print(_markup("\n[dim]Dry run: nothing was submitted. Drop --dry-run to launch.[/]"))
+
+
+def _print_failover(console: Any, prepared: Prepared) -> None:
+    """The offers a launch would try next, in order, if the chosen one is refused for capacity or quota."""
+    for cloud, missing in prepared.skipped.items():
+        console.print(_plain(f"{cloud}: not considered (not configured: {', '.join(missing)})", "dim"))
+    if prepared.plan.cloud == "local":
+        return
+    if not prepared.failover:
+        why = "--no-failover" if prepared.options.get("no_failover") else "no other offer fits within max_cost"
+        console.print(f"failover: none ({why})")
+        return
+    console.print("failover, if the chosen offer is refused for capacity or quota:")
+    for i, o in enumerate(prepared.failover, 1):
+        cost = o["total_usd"]
+        console.print(f"  {i}. {o['target']} {o['instance']}{' ' + o['region'] if o['region'] else ''} "
+                      f"({o['gpus']} x {o['gpu']}{', spot' if o['spot'] else ''}): ${cost[0]:,.2f}-${cost[1]:,.2f}, "
+                      f"{o['peak_gb_per_gpu']:.1f} GB/GPU")
+
+
+def _plain(text: str, style: str) -> Any:
+    from ftlaunch import term
+
+    return term.plain(text, style)
 
 
 def print_plan(console: Any, plan: Any) -> None:
@@ -273,15 +348,15 @@ def submit(prepared: Prepared, follow: bool, as_json: bool) -> None:
     from ftlaunch import jobs
 
     console = _console()
-    plan, backend, request = prepared.plan, prepared.backend, prepared.request
     if not as_json:
-        print_plan(console, plan)
-    handle = backend.submit(request)
+        print_plan(console, prepared.plan)
+    handle, prepared, attempts = submit_with_failover(prepared, quiet=as_json)
+    plan, backend = prepared.plan, prepared.backend
     store = jobs.JobStore()
     try:
         cost = plan.offer.cost[1] if plan.offer.cost else None
         store.add(handle=handle, spec=plan.spec, image=plan.image, state="PENDING", predicted_cost=cost,
-                  plan_json={k: v for k, v in plan.to_json().items() if k != "spec"})
+                  plan_json={k: v for k, v in plan.to_json().items() if k != "spec"}, attempts=attempts)
     finally:
         store.close()
     if as_json:
@@ -290,6 +365,43 @@ def submit(prepared: Prepared, follow: bool, as_json: bool) -> None:
         return
     console.print(_markup("[bold green]submitted[/] {} to {}", handle.job_name, handle.backend))
     _follow_or_detach(console, backend, handle, follow)
+
+
+def submit_with_failover(prepared: Prepared, quiet: bool) -> tuple[Any, Prepared, list[dict[str, Any]]]:
+    """Submits the chosen offer; when the provider refuses it for capacity or quota (base.capacity_refusal),
+    re-plans without the refused offers and submits the next one (its image built or pushed first if missing),
+    up to the plan's failover order. Any other refusal (the user's: a role, a bucket, an image) stops at once.
+    Returns the handle, what was submitted, and the attempts (refused ones with their reason)."""
+    from ftlaunch import plan as plan_mod
+    from ftlaunch.backends import base
+
+    attempts: list[dict[str, Any]] = []
+    refused: dict[tuple, str] = {}
+    tries = 1 + len(prepared.failover)
+    while True:
+        offer = prepared.plan.offer
+        try:
+            handle = prepared.backend.submit(prepared.request)
+        except errors.UserError as exc:
+            if not base.capacity_refusal(exc.message) or not prepared.failover or len(attempts) + 1 >= tries:
+                if attempts:
+                    exc.message += f" (after {len(attempts)} refused offer{'s' if len(attempts) > 1 else ''}: " \
+                                   f"{'; '.join(a['backend'] + ' ' + a['instance'] for a in attempts)})"
+                raise
+            attempts.append({"attempt": len(attempts) + 1, "started_at": time.time(), "backend": offer.cloud,
+                             "instance": offer.instance, "region": offer.region, "refused": exc.message})
+            refused[plan_mod.failover_key(offer)] = exc.message
+            nxt = prepare_plan(prepared.spec, prepared.options, name=prepared.plan.job_name, refused=refused,
+                               skipped=prepared.skipped)
+            if not quiet:
+                click.echo(f"{offer.cloud} refused {offer.instance} ({exc.message}); failing over to "
+                           f"{nxt.plan.offer.cloud} {nxt.plan.offer.instance}", err=True)
+            ensure_image(nxt, quiet=quiet)
+            prepared = nxt
+            continue
+        attempts.append({"attempt": len(attempts) + 1, "started_at": time.time(), "backend": handle.backend,
+                         "instance": offer.instance, "region": offer.region, "provider_id": handle.provider_id})
+        return handle, prepared, attempts
 
 
 def _follow_or_detach(console: Any, backend: Any, handle: Any, follow: bool) -> None:
@@ -641,7 +753,8 @@ def show(job_id: str | None) -> None:
     record, backend = _job(job_id)
     data = record.to_json()
     steps = backend.attempt_steps(record.handle) if hasattr(backend, "attempt_steps") else []
-    for attempt, (first, last) in zip(data["attempts"], steps):
+    ran = [a for a in data["attempts"] if "refused" not in a]  # a failover's refused offers never ran
+    for attempt, (first, last) in zip(ran, steps):
         attempt.update(first_step=first, last_step=last)
     click.echo(json.dumps(data, indent=2))
 

@@ -118,8 +118,10 @@ class JobStore:
         self._db.close()
 
     def add(self, *, handle: Any, spec: Any, image: str | None, state: str,
-            predicted_cost: float | None, plan_json: dict | None = None) -> JobRecord:
-        """Records a newly submitted job; raises UserError if its name is taken by another job."""
+            predicted_cost: float | None, plan_json: dict | None = None,
+            attempts: list[dict[str, Any]] | None = None) -> JobRecord:
+        """Records a newly submitted job; raises UserError if its name is taken by another job. `attempts`: the
+        launch's tries when a failover refused some offers first (each with its backend and reason)."""
         now = time.time()
         row = dict(id=handle.job_name, backend=handle.backend, provider_id=handle.provider_id,
                    spec_name=spec.name, spec_hash=spec.digest(), spec_json=json.dumps(spec.to_json()),
@@ -127,7 +129,8 @@ class JobStore:
                    predicted_cost=predicted_cost, actual_cost=None,
                    handle_json=json.dumps(dataclasses.asdict(handle)),
                    plan_json=json.dumps(plan_json) if plan_json is not None else None,
-                   created_at=now, updated_at=now)
+                   created_at=now, updated_at=now,
+                   attempts_json=json.dumps(attempts) if attempts and len(attempts) > 1 else None)
         cols = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
         try:

@@ -289,16 +289,17 @@ def summary(job: Job, model: Any, result: Any, **metrics: Any) -> dict[str, Any]
 
 
 def load_rows(job: Job) -> Any:
-    """The training rows (columns renamed per the spec, capped at max_samples)."""
+    """The training rows (columns renamed per the spec, capped at max_samples), every one checked."""
     from ftlaunch.containers.trainer import data
 
     spec = job.spec
-    ds = data.load_split(spec.dataset.path, spec.dataset.split, data_dir=job.paths.data_dir)
+    ds = data.load_split(spec.dataset.path, spec.dataset.split, data_dir=job.paths.data_dir, spec=spec)
     ds = data.rename_columns(ds, spec.dataset.columns)
     if spec.dataset.max_samples:
         ds = ds.select(range(min(spec.dataset.max_samples, len(ds))))
     if len(ds) == 0:
         raise errors.UserError(f"dataset {spec.dataset.path} has no rows.")
+    data.check_rows(ds, spec, spec.dataset.path, job.paths.data_dir)
     return ds
 
 
@@ -308,8 +309,10 @@ def load_eval_rows(job: Job) -> Any:
     spec = job.spec
     if not spec.dataset.eval_path:
         return None
-    ds = data.load_split(spec.dataset.eval_path, data_dir=job.paths.data_dir)
-    return data.rename_columns(ds, spec.dataset.columns)
+    ds = data.load_split(spec.dataset.eval_path, data_dir=job.paths.data_dir, spec=spec)
+    ds = data.rename_columns(ds, spec.dataset.columns)
+    data.check_rows(ds, spec, spec.dataset.eval_path, job.paths.data_dir)
+    return ds
 
 
 def split(job: Job, rows: Any, eval_rows: Any) -> tuple[Any, Any]:

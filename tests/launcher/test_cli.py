@@ -36,7 +36,7 @@ def test_bare_form_and_launch_subcommand_render_the_same_request():
     assert bare.exit_code == sub.exit_code == 0, bare.output + sub.output
     a, b = json.loads(bare.output), json.loads(sub.output)
     assert a["request"]["payload"]["spec"] == b["request"]["payload"]["spec"]
-    assert set(a) == {"plan", "request"}
+    assert set(a) == {"plan", "request", "failover", "not_configured"}
 
 
 def test_dry_run_json_is_exactly_what_render_returns():
