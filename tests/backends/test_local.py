@@ -104,8 +104,9 @@ def test_a_failed_jobs_reason_is_its_last_error_and_the_logs_path(tiny_spec, tmp
     status = json.loads(ftlaunch("status", record.id, "--json").stdout)
     log = Path(record.handle.extra["log_file"])
     assert status["state"] == "FAILED"
-    assert status["reason"].startswith(f"could not read dataset {bad}"), status["reason"]
+    # the trainer's UserError line (file:row), not the datasets library's line above it
+    assert status["reason"].startswith(f"{bad}:2: not valid JSON"), status["reason"]
     assert status["reason"].endswith(f"(full log: {log})") and " | " not in status["reason"]
     assert "Traceback" not in status["reason"] and "File \"" not in status["reason"]
     for shown in (launched.stdout, ftlaunch("status", record.id).stdout, ftlaunch("show", record.id).stdout):
-        assert f"could not read dataset {bad}" in shown and str(log) in shown, shown
+        assert f"{bad}:2: not valid JSON" in shown and str(log) in shown, shown
