@@ -969,15 +969,8 @@ def bench_command(spec_path: str | None, techniques: str | None, clouds: str | N
                              gpus=_split(gpus), overrides=overrides, out=out, force=force,
                              on_event=lambda message: console.print(_markup("[dim]bench[/] {}", message)))
     paths = bench_report.write(runner, rows)
-    from rich.table import Table
-
-    table = Table(box=None)
     _, higher, label = bench.QUALITY[runner.base.task]
-    for col in bench_report.columns(label, higher):
-        table.add_column(col)
-    for row in bench_report.table_rows(rows):
-        table.add_row(*row)
-    console.print(table)
+    console.print(bench_report.terminal_table(label, higher, rows))
     console.print(f"report: {paths['markdown']}\n        {paths['html']}")
     failed = [r["cell"] for r in rows if r["state"] != "SUCCEEDED"]
     if failed:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ftlaunch import errors, manifest
-from ftlaunch.backends import base
+from ftlaunch.backends import base, failure
 from ftlaunch.backends.base import Backend, Capability, JobHandle, JobRequest, JobStatus, State
 from ftlaunch.backends.local import docker as _docker
 from ftlaunch.backends.local import render as _render
@@ -327,30 +327,14 @@ def _trainer_alive(job_dir: Path) -> bool:
 
 
 def _with_last_line(reason: str | None, log: Path) -> str:
-    """The recorded reason (a signal, max_runtime) and the last useful line the trainer printed."""
-    line = _last_useful_line(log)
-    if reason and line:
-        return f"{reason}; last output: {line}"
-    return reason or line or "exited with an error and printed nothing"
-
-
-SKIPPED_LINES = ("Traceback (most recent call last)", "Current thread", "Thread 0x", "Extension modules:",
-                 "Stack (most recent call first)")
-
-
-def _last_useful_line(log: Path) -> str | None:
-    """The trainer's last line that says something (an error message, not a traceback frame or a blank)
-    with up to two indented lines after it; the last line of any kind otherwise."""
+    """The recorded reason (a signal, max_runtime), the trainer's last error (or last line) and the log's path."""
     try:
         with open(log, "rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 64_000))
-            lines = [l.rstrip() for l in f.read().decode("utf-8", "replace").splitlines() if l.strip()]
+            lines = failure.clean_lines(f.read().decode("utf-8", "replace"))
     except FileNotFoundError:
-        return None
-    for i in range(len(lines) - 1, -1, -1):
-        if not lines[i][:1].isspace() and not lines[i].startswith(SKIPPED_LINES):
-            return " | ".join(l.strip() for l in lines[i:i + 3])[:500]  # with the lines that detail it
-    return lines[-1].strip()[-500:] if lines else None
+        return failure.reason([], reason)
+    return failure.reason(lines, reason, log=str(log))
 
 
 BACKEND = LocalBackend

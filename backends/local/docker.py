@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from ftlaunch import errors, manifest
+from ftlaunch.backends import failure
 from ftlaunch.backends.base import JobHandle, JobRequest, JobStatus, State
 from ftlaunch.containers import engine as engine_mod
 from ftlaunch.containers import image as image_mod
@@ -313,10 +314,10 @@ def attempt_logs(handle: JobHandle) -> list[str]:
     return out
 
 
-def _last_lines(engine: engine_mod.Engine, name: str, lines: int = 3) -> str:
-    proc = engine.call("logs", "--tail", "20", name, check=False)
-    tail = [l for l in (proc.stdout + proc.stderr).splitlines() if l.strip()][-lines:]
-    return " | ".join(tail) or "exited with an error and printed nothing"
+def _last_lines(engine: engine_mod.Engine, name: str) -> str:
+    """The container's last error (or last line), and the command that shows its whole log."""
+    proc = engine.call("logs", "--tail", "200", name, check=False)
+    return failure.reason(failure.clean_lines(proc.stdout + proc.stderr), log=f"{engine.name} logs {name}")
 
 
 # ---------------------------------------------------------------------------- max_runtime
