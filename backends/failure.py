@@ -58,5 +58,12 @@ def reason(lines: Iterable[str], headline: str | None = None, log: str | None = 
     return f"{text} (full log: {log})" if log else text
 
 
+def exit_sentence(message: str) -> str:
+    """From a provider's failure message, the sentence that says how the process exited ("User process 'python'
+    exited with status code 2"), else its first sentence: the headline in front of the trainer's own error."""
+    found = re.search(r"[^.]*\bexited with[^.]*", message)
+    return (found.group(0) if found else message.split(". ")[0]).strip().rstrip(".")
+
+
 def _short(text: str) -> str:
     return text if len(text) <= MAX_CHARS else text[:MAX_CHARS - 3] + "..."

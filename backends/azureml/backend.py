@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ftlaunch import errors
-from ftlaunch.backends import base
+from ftlaunch.backends import base, failure
 from ftlaunch.backends.azureml import render as _render
 from ftlaunch.backends.base import Backend, Capability, JobHandle, JobRequest, JobStatus, State
 
@@ -219,6 +219,12 @@ class AzureMLBackend(Backend):
                                            "from resources.max_runtime or max_cost) and Azure ML stopped it")
         elif state is State.CANCELLED and not reason:
             reason = "cancelled (jobs.begin_cancel)"
+        elif state is State.FAILED and reason and "User process" in reason:
+            # Azure ML says the command exited; the trainer's own last error is in user_logs/std_log.txt
+            headline = failure.exit_sentence(reason)
+            reason = failure.reason(failure.clean_lines("\n".join(self._new_lines(ml, handle, {}))), headline,
+                                    log=f"`ftlaunch logs {handle.job_name}` (user_logs/std_log.txt of run "
+                                        f"{handle.provider_id})")
         elif state is State.FAILED and not reason:
             reason = f"the job ended {provider_state}" + (
                 "; it may have run past limits.timeout (resources.max_runtime or max_cost)"
@@ -246,26 +252,31 @@ class AzureMLBackend(Backend):
     def logs(self, handle: JobHandle, follow: bool = False) -> Iterator[str]:
         """The job's log files from run history (user_logs/std_log*.txt: the command's stdout and stderr, one
         per process), oldest line first; with follow, polls until the job has ended and they are drained."""
-        import requests
-
         ml = self._client(handle.extra)
         seen: dict[str, int] = {}
         while True:
             done = follow and self.status(handle).state.done
-            details = self._details(ml, handle.provider_id)
-            files = {k: v for k, v in (details.log_files or {}).items() if k.startswith("user_logs/")}
-            for name in sorted(files):
-                response = self._retry(lambda: _get_ok(requests, files[name]))
-                lines = response.text.splitlines()
-                for line in lines[seen.get(name, 0):]:
-                    yield f"[{name.rsplit('/', 1)[-1]}] {line}" if len(files) > 1 else line
-                seen[name] = len(lines)
+            files = yield from self._new_lines(ml, handle, seen)
             if not follow or done:
                 if not files and not follow:
                     yield (f"(no log files yet: Azure ML writes user_logs/std_log.txt once the job starts; "
                            f"state {self.status(handle).provider_state})")
                 return
             time.sleep(self.poll_s)
+
+    def _new_lines(self, ml: Any, handle: JobHandle, seen: dict[str, int]) -> Iterator[str]:
+        """The job's user_logs lines not yet in `seen` (file -> lines read); returns the log files found."""
+        import requests
+
+        details = self._details(ml, handle.provider_id)
+        files = {k: v for k, v in (details.log_files or {}).items() if k.startswith("user_logs/")}
+        for name in sorted(files):
+            response = self._retry(lambda: _get_ok(requests, files[name]))
+            lines = response.text.splitlines()
+            for line in lines[seen.get(name, 0):]:
+                yield f"[{name.rsplit('/', 1)[-1]}] {line}" if len(files) > 1 else line
+            seen[name] = len(lines)
+        return files
 
     def cancel(self, handle: JobHandle) -> None:
         ml = self._client(handle.extra)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ftlaunch import errors
-from ftlaunch.backends import base
+from ftlaunch.backends import base, failure
 from ftlaunch.backends.base import Backend, Capability, JobHandle, JobRequest, JobStatus, State
 from ftlaunch.backends.vertex import render as _render
 
@@ -156,6 +156,13 @@ class VertexBackend(Backend):
         if job.start_time and job.end_time and handle.extra.get("price_per_hour") is not None:
             hours = (_ts(job.end_time) - _ts(job.start_time)) / 3600
             cost = round(hours * handle.extra["price_per_hour"], 4)
+        if state is State.FAILED and state_name == "JOB_STATE_FAILED" and reason and \
+                not base.capacity_refusal(reason):
+            # Vertex says a replica exited; the trainer's own last error is in the job's log entries
+            headline = failure.exit_sentence(reason)
+            reason = failure.reason(failure.clean_lines("\n".join(self.logs(handle))), headline,
+                                    log=f"`ftlaunch logs {handle.job_name}` (Cloud Logging, ml_job "
+                                        f"{handle.provider_id.rsplit('/', 1)[-1]})")
         if state is State.CANCELLED and not reason:
             reason = "cancelled (customJobs.cancel)"
         if state_name == "JOB_STATE_EXPIRED" and not reason:

@@ -196,6 +196,8 @@ def test_failed_job_maps_to_failed_with_the_error_message(azureml, tiny_spec, tm
     status = wait_for(env, job, {"SUCCEEDED", "FAILED"})
     assert status["state"] == "FAILED"
     assert "exited with status code 2" in status["reason"]  # the trainer's exit code for a user error
+    # the trainer's own last error, and where the whole log is: not traceback lines joined together
+    assert "is empty" in status["reason"] and f"ftlaunch logs {job}" in status["reason"], status["reason"]
     fetched = ftlaunch(env, "fetch", job, check=False)
     assert fetched.returncode == 2 and "no complete outputs" in fetched.stderr
 

@@ -154,6 +154,9 @@ def test_failed_job_maps_to_failed_with_the_error_message(vertex, tiny_spec, tmp
     status = wait_for(env, job, {"SUCCEEDED", "FAILED"})
     assert status["state"] == "FAILED"
     assert "exited with a non-zero status" in status["reason"]
+    # the trainer's own last error, and where the whole log is: not traceback lines joined together
+    assert f"{empty}: dataset file" in status["reason"] or "is empty" in status["reason"], status["reason"]
+    assert status["reason"].endswith(")") and f"ftlaunch logs {job}" in status["reason"]
     fetched = ftlaunch(env, "fetch", job, check=False)
     assert fetched.returncode == 2 and "no complete outputs" in fetched.stderr
 
