@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
+from ftlaunch import backends
 from ftlaunch.catalog import gpus as gpu_catalog
 from ftlaunch.shapes import Shape
 from ftlaunch.techniques import LORA_FAMILY, Task, Technique
@@ -37,8 +38,6 @@ SEQ_CLS_TASKS = (Task.CLASSIFICATION, Task.REWARD)
 # Model FLOPs utilisation (low, high) per technique on a datacenter GPU with FlashAttention/SDPA:
 # llm-foundry's H100 table (full FT, 38-46% MFU) and the LoRA/QLoRA discussion in docs/estimator.md.
 MFU = {"full": (0.30, 0.45), "peft": (0.22, 0.38), "qlora": (0.12, 0.28)}
-STARTUP_MIN = {"local": (0.2, 1.0), "sagemaker": (3.0, 8.0), "vertex": (4.0, 10.0), "azureml": (4.0, 12.0),
-               "skypilot": (3.0, 8.0)}  # provisioning, minutes (low, high)
 IMAGE_GB = 8.0  # training image size, pulled at 0.5 to 0.1 GB/s
 DOWNLOAD_GBPS = (1.0, 0.2)  # model download from the hub or a bucket, GB/s (fast, slow)
 CHARS_PER_TOKEN = (4.5, 3.5)  # English BPE: fewer tokens (low), more tokens (high)
@@ -541,7 +540,7 @@ def time(shape: Shape, w: Workload, gpu: gpu_catalog.GPU, world: int, tokens: To
     util = mfu(w, shape, gpu, world, nodes)
     peak = world * gpu.bf16_tflops * 1e12
     compute = (flops[0] / (peak * util[1]) / 3600, flops[1] / (peak * util[0]) / 3600)
-    prov = STARTUP_MIN.get(target, STARTUP_MIN["skypilot"])
+    prov = backends.facts(target).startup_min  # provisioning, minutes (low, high): each backend's FACTS
     weights_gb = 2 * shape.params / GB
     startup = ((prov[0] * 60 + IMAGE_GB / 0.5 + weights_gb / DOWNLOAD_GBPS[0]) / 3600,
                (prov[1] * 60 + IMAGE_GB / 0.1 + weights_gb / DOWNLOAD_GBPS[1]) / 3600)

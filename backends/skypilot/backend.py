@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 from ftlaunch import errors
 from ftlaunch.backends import base
-from ftlaunch.backends.base import Backend, Capability, JobHandle, JobRequest, JobStatus, State
+from ftlaunch.backends.base import Backend, JobHandle, JobRequest, JobStatus, State
 from ftlaunch.backends.skypilot import render as _render
 
 # sky.jobs.ManagedJobStatus -> ours
@@ -62,10 +62,6 @@ def secret_values(names: list[str], env: dict[str, str] | os._Environ) -> dict[s
 
 class SkyPilotBackend(Backend):
     name = "skypilot"
-    UNSUPPORTED = {
-        Capability.DOCKER: "SkyPilot runs the trainer image on the cluster itself (image_id: docker:...); "
-                           "drop --runtime",
-    }
 
     def __init__(self, sdk: Any = None, storage: dict[str, Any] | None = None, out=None):
         """`sdk`: the `sky` module (imported on use); `storage`: clients for fetch by scheme ("s3", "gs")."""
