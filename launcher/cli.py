@@ -444,10 +444,10 @@ def techniques(task: str | None, model: str, as_json: bool) -> None:
     """How the techniques differ: trainable share, memory on one GPU, typical use, what each trains."""
     from rich.table import Table
 
-    from ftlaunch import techniques as tech, term
+    from ftlaunch import estimator, techniques as tech, term
 
     rows = tech.table()
-    numbers = {r["technique"]: r for r in tech.compare(model)}
+    numbers = {r["technique"]: r for r in estimator.compare_techniques(model)}
     if as_json:
         click.echo(json.dumps([{**row, **numbers[row["technique"]]} for row in rows], indent=2))
         return

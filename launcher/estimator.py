@@ -19,7 +19,7 @@ from typing import Any, Iterable
 from ftlaunch import backends
 from ftlaunch.catalog import gpus as gpu_catalog
 from ftlaunch.shapes import Shape
-from ftlaunch.techniques import LORA_FAMILY, Task, Technique
+from ftlaunch.techniques import LORA_FAMILY, USE_CASES, Task, Technique, trainable_percent
 
 GB = 1e9  # the one memory unit of every figure ftlaunch prints or writes: GB = 10^9 bytes (not GiB)
 MEMORY_UNIT = "GB"
@@ -579,6 +579,23 @@ def workload_from_spec(spec: Any, gpu: gpu_catalog.GPU | None = None) -> Workloa
                     grad_accum=hp.grad_accum, optimizer=hp.optimizer, precision=precision,
                     gradient_checkpointing=bool(ckpt), num_labels=len(labels) if labels else (1 if spec.task is Task.REWARD else 2),
                     distributed=spec.resources.distributed, epochs=hp.epochs, max_steps=hp.max_steps, **kw)
+
+
+def compare_techniques(model: str = "Qwen/Qwen2.5-7B") -> list[dict[str, object]]:
+    """What differs between techniques for one model: trainable share (trainable / all parameters of the
+    model being trained, the one definition the bench uses too), peak GB on one GPU, and the use cases
+    that start with it."""
+    from ftlaunch import shapes
+
+    shape = shapes.resolve(model)
+    out = []
+    for t in Technique:
+        mem = memory(shape, Workload(technique=t))
+        out.append({"technique": t.value, "trainable_params": mem.params_trainable, "total_params": mem.params_total,
+                    "trainable_percent": trainable_percent(mem.params_trainable, mem.params_total),
+                    "peak_gb": round(mem.peak_gb, 1),
+                    "use_cases": [u for u, (_, order) in USE_CASES.items() if t in order]})
+    return out
 
 
 def hardware_table(shape: Shape, techniques: Iterable[Technique], w: Workload | None = None,

@@ -137,23 +137,6 @@ def table() -> list[dict[str, object]]:
     ]
 
 
-def compare(model: str = "Qwen/Qwen2.5-7B") -> list[dict[str, object]]:
-    """What differs between techniques for one model: trainable share (trainable / all parameters of the
-    model being trained, the one definition the bench uses too), peak GB on one GPU, and the use cases
-    that start with it."""
-    from ftlaunch import estimator, shapes
-
-    shape = shapes.resolve(model)
-    out = []
-    for t in Technique:
-        mem = estimator.memory(shape, estimator.Workload(technique=t))
-        out.append({"technique": t.value, "trainable_params": mem.params_trainable, "total_params": mem.params_total,
-                    "trainable_percent": trainable_percent(mem.params_trainable, mem.params_total),
-                    "peak_gb": round(mem.peak_gb, 1),
-                    "use_cases": [u for u, (_, order) in USE_CASES.items() if t in order]})
-    return out
-
-
 def trainable_percent(trainable: int, total: int) -> float:
     """The one definition of "trainable %": trainable parameters over all parameters of the trained model
     (frozen base plus adapter), counted unquantised, so LoRA and QLoRA with the same adapter agree."""
