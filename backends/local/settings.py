@@ -4,11 +4,11 @@ through the registry (FACTS.settings); the local backend has no cloud settings o
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from ftlaunch.backends.local import docker
 
 
-def resolve(spec: Any, job_name: str) -> dict[str, Any]:
+def resolve(spec: Any, job_name: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The plan's runtime context for --cloud local: docker.plan_context (runtime, runtime_note, image, ...)."""
-    return docker.plan_context(spec)
+    return docker.plan_context(spec, env)
