@@ -72,7 +72,12 @@ def build_and_push(options: Any, *, cloud: str = "local", registry: str | None =
         raise errors.UserError(f"cannot build the job image: {engine_mod.why_none()}.",
                                hint="start Docker or podman, or set DOCKER_HOST to an engine that answers")
     if registry is None and cloud not in ("local", "auto"):
-        registry = registry_mod.default_registry(cloud, region)
+        settings = backends.settings_module(cloud)
+        if not hasattr(settings, "default_registry"):  # Azure ML and SkyPilot have none to guess
+            raise errors.UserError(f"--cloud {cloud}: there is no default registry to push the job image to.",
+                                   hint="pass --registry HOST[/PATH] (e.g. NAME.azurecr.io for Azure ML, any "
+                                        "registry your SkyPilot nodes can pull from)")
+        registry = settings.default_registry(region)
     if registry is not None:
         login = registry_mod.login(registry)
         if login is not None:

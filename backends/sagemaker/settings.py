@@ -45,6 +45,17 @@ def resolve(spec: Any, job_name: str, env: dict[str, str] | None = None) -> dict
     return ctx
 
 
+def default_registry(region: str | None = None, *, client: Any = None) -> str:
+    """Where `ftlaunch build --cloud sagemaker` pushes when no registry is named: ECR in the caller's account."""
+    import boto3
+
+    session = boto3.session.Session(region_name=region)
+    sts = client or session.client("sts")
+    account = sts.get_caller_identity()["Account"]
+    region = region or session.region_name or "us-east-1"
+    return f"{account}.dkr.ecr.{region}.amazonaws.com"
+
+
 # What `ftlaunch check` reports: each setting a launch needs (its TABLE key and what it is), and the setting
 # that stands in for one left unset (key -> (key, environment variable)).
 CHECK = (

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ftlaunch import errors
 from ftlaunch.backends import base
 from ftlaunch.containers import image as image_mod
 
@@ -46,6 +47,19 @@ def resolve(spec: Any, job_name: str, env: dict[str, str] | None = None) -> dict
     ctx["inputs"] = base.local_inputs(spec)
     ctx.update(image_mod.for_cloud(ctx["registry"], env, image=ctx["image"], tag=ctx["image_tag"]))
     return ctx
+
+
+def default_registry(region: str | None = None, *, client: Any = None) -> str:
+    """Where `ftlaunch build --cloud vertex` pushes when no registry is named: the Artifact Registry
+    repository `ftlaunch` in the caller's project."""
+    import google.auth
+
+    _, project = google.auth.default()
+    if not project:
+        raise errors.UserError("no Google Cloud project is set, so the Artifact Registry address is unknown.",
+                               hint="gcloud config set project PROJECT, or pass --registry "
+                                    "REGION-docker.pkg.dev/PROJECT/REPOSITORY")
+    return f"{region or 'us-central1'}-docker.pkg.dev/{project}/ftlaunch"
 
 
 # What `ftlaunch check` reports: each setting a launch needs (its TABLE key and what it is), and the setting
