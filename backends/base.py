@@ -318,9 +318,34 @@ def is_placeholder(value: str) -> bool:
     return _UNSET.search(value) is not None
 
 
+# What providers answer when they have no capacity, or the account no quota, for an offer right now: a launch
+# then tries the plan's next offer (failover). Codes and phrases from each provider's documented errors:
+# SageMaker CreateTrainingJob ResourceLimitExceeded and a job's "CapacityError: Unable to provision requested
+# ML compute capacity"; EC2 InsufficientInstanceCapacity; Vertex AI / Compute Engine RESOURCE_EXHAUSTED,
+# ZONE_RESOURCE_POOL_EXHAUSTED, "stockout" and a job's "The zone ... does not have enough resources available";
+# Azure ML QuotaExceeded / "not enough quota" and
+# SkuNotAvailable; SkyPilot ResourcesUnavailableError and FAILED_NO_RESOURCE.
+_CAPACITY = re.compile(
+    r"ResourceLimitExceeded|CapacityError|InsufficientInstanceCapacity|InsufficientCapacity|RESOURCE_EXHAUSTED|"
+    r"ResourceExhausted|ZONE_RESOURCE_POOL_EXHAUSTED|stockout|QuotaExceeded|quota exceeded|exceeds? quota|"
+    r"not enough quota|does not have enough resources|"
+    r"insufficient quota|SkuNotAvailable|ResourcesUnavailableError|FAILED_NO_RESOURCE", re.IGNORECASE)
+
+
+def capacity_refusal(text: str | None) -> bool:
+    """True when a provider's error or a job's failure reason says "no capacity or quota for this offer now"
+    (not the user's mistake, not a bug): the case a launch fails over to the next offer for."""
+    return bool(text and _CAPACITY.search(text))
+
+
+def placeholders(request: JobRequest) -> list[str]:
+    """The settings (environment variable names) a rendered request still holds placeholders for."""
+    return sorted({m.group(1).upper().replace("-", "_") for m in _UNSET.finditer(json.dumps(request.to_json()))})
+
+
 def refuse_placeholders(request: JobRequest) -> None:
     """Raises UserError naming every unconfigured setting a rendered request still carries."""
-    found = sorted({m.group(1).upper().replace("-", "_") for m in _UNSET.finditer(json.dumps(request.to_json()))})
+    found = placeholders(request)
     if found:
         raise errors.UserError(
             f"--cloud {request.backend} is not configured: the request still has placeholders for "
@@ -358,11 +383,13 @@ def settings(section: str, table: dict[str, tuple[str, Any]], env: dict[str, str
 def local_inputs(spec: Any) -> dict[str, dict[str, Any]]:
     """Facts about the spec's model, dataset and eval files that a cloud job must get: for each, whether it
     is a local file, a local folder (with its files), a storage URI, or a reference the job resolves itself
-    (a hub id). Reads the file system, so the planner calls it, not render."""
+    (a hub id). A local file or folder also gets the sha256 of its bytes (a folder: over its files' names and
+    bytes), which names its place in storage. Reads the file system, so the planner calls it, not render."""
     from ftlaunch import models
 
     refs = {"model": spec.model, "train": spec.dataset.path, "eval": spec.dataset.eval_path}
     out = {}
+    digests = DigestCache()
     for channel, ref in refs.items():
         if not ref:
             continue
@@ -371,42 +398,107 @@ def local_inputs(spec: Any) -> dict[str, dict[str, Any]]:
         if "://" in ref:
             out[channel] = {"kind": "uri", "ref": ref}
         elif path.is_file():
-            out[channel] = {"kind": "file", "ref": str(path), "name": path.name, "bytes": path.stat().st_size}
+            out[channel] = {"kind": "file", "ref": str(path), "name": path.name, "bytes": path.stat().st_size,
+                            "sha256": digests.sha256(path)}
         elif path.is_dir():
             files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+            file_sha256 = {rel: digests.sha256(path / rel) for rel in files}
             out[channel] = {"kind": "dir", "ref": str(path), "files": files,
-                            "bytes": sum((path / f).stat().st_size for f in files)}
+                            "bytes": sum((path / f).stat().st_size for f in files),
+                            "file_sha256": file_sha256, "sha256": folder_sha256(file_sha256)}
         elif channel == "model":
             out[channel] = {"kind": "ref", "ref": ref}  # a hub id the job downloads
         else:
             out[channel] = {"kind": "ref", "ref": ref}  # a hub dataset name
+    digests.save()
     return out
 
 
-def place_inputs(inputs: dict[str, dict[str, Any]], remote: Callable[[str], str],
-                 in_job: Callable[[str], str]) -> tuple[dict[str, str], list[dict[str, str]], dict[str, str]]:
-    """Where each local input goes and how the job sees it. `remote(channel)` is the storage URI prefix
-    of a channel (ending in /), `in_job(channel)` its folder inside the job. Returns (new reference per
-    channel, uploads, channel -> storage URI to mount). Pure."""
+def place_inputs(inputs: dict[str, dict[str, Any]], store: str,
+                 in_job: Callable[[str, str], str]) -> tuple[dict[str, str], list[dict[str, str]], dict[str, str]]:
+    """Where each local input goes and how the job sees it. Content-addressed: a local file or folder goes
+    under `<store>sha256-<first 16 hex of its digest>/` (store is a storage URI prefix ending in /), so a
+    relaunch, or another job with the same bytes, names the same objects and submit uploads nothing again.
+    `in_job(channel, folder_uri)` is the channel's folder inside the job. Returns (new reference per channel,
+    uploads, channel -> storage URI to mount). Pure."""
     refs: dict[str, str] = {}
     uploads: list[dict[str, str]] = []
     mounts: dict[str, str] = {}
     for channel, info in inputs.items():
+        if info["kind"] not in ("file", "dir"):
+            continue
+        folder = f"{store}{DIGEST_PREFIX}{info['sha256'][:DIGEST_CHARS]}/"
+        mounts[channel] = folder
         if info["kind"] == "file":
-            uploads.append({"source": info["ref"], "destination": remote(channel) + info["name"]})
-            mounts[channel] = remote(channel)
-            refs[channel] = f"{in_job(channel)}/{info['name']}"
-        elif info["kind"] == "dir":
-            uploads += [{"source": f"{info['ref']}/{rel}", "destination": remote(channel) + rel}
-                        for rel in info["files"]]
-            mounts[channel] = remote(channel)
-            refs[channel] = in_job(channel)
+            items = [{"source": info["ref"], "destination": folder + info["name"], "sha256": info["sha256"]}]
+            refs[channel] = f"{in_job(channel, folder)}/{info['name']}"
+        else:
+            items = [{"source": f"{info['ref']}/{rel}", "destination": folder + rel,
+                      "sha256": info["file_sha256"][rel]} for rel in info["files"]]
+            refs[channel] = in_job(channel, folder)
+        seen = {u["destination"] for u in uploads}  # the same file as train and eval is uploaded once
+        uploads += [item for item in items if item["destination"] not in seen]
     return refs, uploads, mounts
+
+
+DIGEST_PREFIX = "sha256-"
+DIGEST_CHARS = 16
+DIGEST_CACHE = "digests.json"
+
+
+def folder_sha256(file_sha256: dict[str, str]) -> str:
+    """The digest of a folder: sha256 over each file's relative name and sha256, in name order."""
+    import hashlib
+
+    lines = "".join(f"{rel}\0{digest}\n" for rel, digest in sorted(file_sha256.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+class DigestCache:
+    """sha256 of local files, remembered in $FTLAUNCH_HOME/digests.json by absolute path, size and mtime_ns,
+    so a large dataset is hashed once, not on every plan or dry run. A changed file (size or mtime) is
+    hashed again; a cache that cannot be read or written only costs the hashing."""
+
+    def __init__(self) -> None:
+        from ftlaunch import jobs
+
+        self.path = jobs.home() / DIGEST_CACHE
+        try:
+            self.entries: dict[str, list[Any]] = dict(json.loads(self.path.read_text()))
+        except (OSError, ValueError, TypeError):
+            self.entries = {}
+        self.changed = False
+
+    def sha256(self, path: Path) -> str:
+        from ftlaunch import manifest
+
+        path = Path(os.path.abspath(path))
+        st = path.stat()
+        key = str(path)
+        known = self.entries.get(key)
+        if isinstance(known, list) and len(known) == 3 and known[:2] == [st.st_size, st.st_mtime_ns]:
+            return str(known[2])
+        digest = manifest.sha256(path)
+        self.entries[key] = [st.st_size, st.st_mtime_ns, digest]
+        self.changed = True
+        return digest
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        from ftlaunch import manifest
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            manifest.atomic_write_text(self.path, json.dumps(self.entries, sort_keys=True))
+        except OSError:
+            pass  # the next plan hashes again
 
 
 def job_spec(spec_json: dict[str, Any], refs: dict[str, str]) -> dict[str, Any]:
     """The spec the job reads: the resolved spec with local paths replaced by their places in the job."""
     data = json.loads(json.dumps(spec_json))
+    data.pop("notify", None)  # the launcher notifies; a job has nothing to do with it
     if "model" in refs:
         data["model"] = refs["model"]
     if "train" in refs:
@@ -416,3 +508,39 @@ def job_spec(spec_json: dict[str, Any], refs: dict[str, str]) -> dict[str, Any]:
     if data.get("output", {}).get("path") and "://" not in data["output"]["path"]:
         data["output"]["path"] = None  # a local output folder means nothing inside a cloud job
     return data
+
+
+# Uploads are content-addressed (see place_inputs): an object already under an input's name, with the same
+# size (and our sha256 in its metadata where it carries one), is those bytes, uploaded before. Every provider
+# makes an object visible under its name only once its upload completes (S3 CompleteMultipartUpload, the last
+# chunk of a GCS resumable upload, Azure's Put Block List), and each backend sends a file in one SDK call to
+# its final name, never in pieces we commit ourselves, so a partial upload is never taken for a complete one.
+REUSING = "reusing {destination} (same bytes, uploaded before)"
+
+
+def check_unchanged(item: dict[str, str]) -> None:
+    """Raises UserError if a local input's bytes changed since the plan named its destination by their digest:
+    uploading them under that name would store other bytes than the name says."""
+    if "sha256" not in item:
+        return
+    digests = DigestCache()
+    try:
+        now = digests.sha256(Path(item["source"]))
+    except OSError as exc:
+        raise errors.UserError(f"cannot read {item['source']}: {exc.strerror}.",
+                               hint="check that the file still exists, then launch again") from None
+    digests.save()
+    if now != item["sha256"]:
+        raise errors.UserError(f"{item['source']} changed after the plan named its upload by its digest.",
+                               hint="launch again (not from an old --dry-run request), so the plan hashes it anew")
+
+
+def uploaded_before(item: dict[str, str], size: int | None, metadata: dict[str, str] | None) -> bool:
+    """Whether the object found at item's destination (its size and metadata; size None when there is none)
+    holds the item's bytes: same size and, where the object records one, the same sha256."""
+    if size is None or "sha256" not in item:
+        return False
+    if size != Path(item["source"]).stat().st_size:
+        return False
+    recorded = (metadata or {}).get("sha256")
+    return recorded is None or recorded == item["sha256"]

@@ -213,6 +213,18 @@ def columns(label: str, higher: bool) -> tuple[str, ...]:
     return tuple(metric(label, higher) if c == "quality" else c for c in COLUMNS)
 
 
+def terminal_table(label: str, higher: bool, rows: list[dict[str, Any]]) -> Any:
+    """The table `ftlaunch bench` prints: a rich Table whose cells (reasons included) print as written."""
+    from rich.table import Table
+
+    table = Table(box=None)
+    for col in columns(label, higher):
+        table.add_column(col)
+    for row in table_rows(rows):
+        table.add_row(*row)
+    return table
+
+
 def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
     out = []
     for r in rows:

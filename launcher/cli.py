@@ -17,7 +17,7 @@ import click
 from ftlaunch import __version__, backends, errors
 
 LAUNCH_OPTIONS = ("cloud", "gpu", "nodes", "spot", "region", "dry_run", "as_json", "overrides", "detach", "runtime",
-                  "image", "resume", "skip_preflight")
+                  "image", "resume", "skip_preflight", "no_failover")
 
 
 def _console(stderr: bool = False):
@@ -117,6 +117,9 @@ def launch_options(func):
                      help="Return once the job is submitted instead of following its logs."),
         click.option("--skip-preflight", is_flag=True, default=None,
                      help="Launch without checking the local data first (the job still checks it as it loads)."),
+        click.option("--no-failover", is_flag=True, default=None,
+                     help="Cloud only: stop at the first offer's capacity or quota refusal instead of trying the "
+                          "plan's next offers."),
         click.option("--resume", "resume", metavar="JOB", default=None,
                      help="Resume an ended job from its newest checkpoint instead (same as `ftlaunch resume JOB`)."),
     ]
@@ -190,24 +193,70 @@ def option_overrides(options: dict[str, Any]) -> list[str]:
 
 
 class Prepared:
-    """A spec turned into a plan, a backend and the exact request that submit would send."""
+    """A spec turned into a plan, a backend and the exact request that submit would send; `failover`: the
+    offers a launch tries next if this one is refused for capacity or quota (clouds not configured left out),
+    `skipped`: {cloud: the settings it lacks} for clouds `auto` could not consider."""
 
-    def __init__(self, spec: Any, plan: Any, backend: Any, request: Any):
+    def __init__(self, spec: Any, plan: Any, backend: Any, request: Any, options: dict[str, Any] | None = None,
+                 skipped: dict[str, list[str]] | None = None):
         self.spec, self.plan, self.backend, self.request = spec, plan, backend, request
+        self.options = options or {}
+        self.skipped = skipped or {}
+
+    @property
+    def failover(self) -> list[dict[str, Any]]:
+        if self.options.get("no_failover") or self.plan.cloud == "local":
+            return []
+        return [o for o in (self.plan.estimate or {}).get("failover", []) if o["target"] not in self.skipped]
 
 
 def prepare(spec_path: str, options: dict[str, Any]) -> Prepared:
     """load -> plan -> render. Pure computing: prints nothing, submits nothing."""
-    from ftlaunch import backends, build_cli, plan as plan_mod, spec as spec_mod
+    from ftlaunch import spec as spec_mod
 
     spec = spec_mod.load(spec_path, option_overrides(options))
     if not options.get("skip_preflight"):
         preflight_data(spec)
-    plan = plan_mod.make(spec, calibrate=not options.get("dry_run"))  # a real local run measures this machine once
+    skipped = _unconfigured_clouds(spec, options) if spec.resources.cloud == "auto" else {}
+    return prepare_plan(spec, options, skipped=skipped)
+
+
+def prepare_plan(spec: Any, options: dict[str, Any], *, name: str | None = None, targets: tuple | None = None,
+                 refused: dict[tuple, str] | None = None, skipped: dict[str, list[str]] | None = None) -> Prepared:
+    """plan -> render for a loaded spec; with `refused` (failover) the offers refused so far are not chosen."""
+    from ftlaunch import backends, build_cli, plan as plan_mod
+
+    skipped = skipped or {}
+    if targets is None and skipped:
+        targets = tuple(t for t in plan_mod.TARGETS if t not in skipped)
+    plan = plan_mod.make(spec, name=name, targets=targets, refused=refused,
+                         calibrate=not options.get("dry_run"))  # a real local run measures this machine once
     build_cli.choose_image(plan, options.get("image"))
     backend = backends.get(plan.cloud)  # the planner has refused every need this target lacks
     request = backend.render(plan)
-    return Prepared(spec, plan, backend, request)
+    return Prepared(spec, plan, backend, request, options, skipped)
+
+
+def _unconfigured_clouds(spec: Any, options: dict[str, Any]) -> dict[str, list[str]]:
+    """`--cloud auto`: {cloud: settings it lacks} for the clouds whose request would still hold placeholders,
+    so neither the choice nor a failover lands on a cloud this machine cannot use. When no cloud is configured
+    none is left out (a dry run then shows every offer, and submit names what to set)."""
+    from ftlaunch import backends, build_cli, plan as plan_mod
+    from ftlaunch.backends import base
+
+    out: dict[str, list[str]] = {}
+    for target in plan_mod.TARGETS:
+        try:
+            plan = plan_mod.make(spec, name="probe", targets=(target,), require_fit=False)
+        except errors.UserError:
+            continue  # nothing priced there: the plan drops it by itself
+        if plan.offer is None:
+            continue
+        build_cli.choose_image(plan, options.get("image"))
+        missing = base.placeholders(backends.get(target).render(plan))
+        if missing:
+            out[target] = missing
+    return {} if len(out) == len(plan_mod.TARGETS) else out
 
 
 def preflight_data(spec: Any) -> None:
@@ -232,15 +281,41 @@ def show_dry_run(prepared: Prepared, as_json: bool) -> None:
     image = build_cli.dry_run(prepared.plan)  # a cloud launch's image: would it be built, pushed?
     if as_json:
         click.echo(json.dumps({"plan": prepared.plan.to_json(), "request": prepared.request.to_json(),
+                               "failover": prepared.failover, "not_configured": prepared.skipped,
                                **({"image": image} if image else {})}, indent=2, default=str))
         return
     console = _console()
     print_plan(console, prepared.plan)
+    _print_failover(console, prepared)
     console.print(_markup("\n[bold]The job request[/] (exactly what submit sends to {}):", prepared.request.backend))
     console.print_json(json.dumps(prepared.request.to_json(), default=str))
     if image:
         console.print(image["summary"], soft_wrap=True)
     console.print(_markup("\n[dim]Dry run: nothing was submitted. Drop --dry-run to launch.[/]"))
+
+
+def _print_failover(console: Any, prepared: Prepared) -> None:
+    """The offers a launch would try next, in order, if the chosen one is refused for capacity or quota."""
+    for cloud, missing in prepared.skipped.items():
+        console.print(_plain(f"{cloud}: not considered (not configured: {', '.join(missing)})", "dim"))
+    if prepared.plan.cloud == "local":
+        return
+    if not prepared.failover:
+        why = "--no-failover" if prepared.options.get("no_failover") else "no other offer fits within max_cost"
+        console.print(f"failover: none ({why})")
+        return
+    console.print("failover, if the chosen offer is refused for capacity or quota:")
+    for i, o in enumerate(prepared.failover, 1):
+        cost = o["total_usd"]
+        console.print(f"  {i}. {o['target']} {o['instance']}{' ' + o['region'] if o['region'] else ''} "
+                      f"({o['gpus']} x {o['gpu']}{', spot' if o['spot'] else ''}): ${cost[0]:,.2f}-${cost[1]:,.2f}, "
+                      f"{o['peak_gb_per_gpu']:.1f} GB/GPU")
+
+
+def _plain(text: str, style: str) -> Any:
+    from ftlaunch import term
+
+    return term.plain(text, style)
 
 
 def print_plan(console: Any, plan: Any) -> None:
@@ -265,15 +340,16 @@ def submit(prepared: Prepared, follow: bool, as_json: bool) -> None:
     from ftlaunch import jobs
 
     console = _console()
-    plan, backend, request = prepared.plan, prepared.backend, prepared.request
     if not as_json:
-        print_plan(console, plan)
-    handle = backend.submit(request)
+        print_plan(console, prepared.plan)
+    failover = Failover(prepared, quiet=as_json)
+    handle = failover.submit()
+    plan = failover.prepared.plan
     store = jobs.JobStore()
     try:
         cost = plan.offer.cost[1] if plan.offer.cost else None
         store.add(handle=handle, spec=plan.spec, image=plan.image, state="PENDING", predicted_cost=cost,
-                  plan_json={k: v for k, v in plan.to_json().items() if k != "spec"})
+                  plan_json={k: v for k, v in plan.to_json().items() if k != "spec"}, attempts=failover.attempts)
     finally:
         store.close()
     if as_json:
@@ -281,7 +357,95 @@ def submit(prepared: Prepared, follow: bool, as_json: bool) -> None:
                                "provider_id": handle.provider_id, "output": handle.output_uri}))
         return
     console.print(_markup("[bold green]submitted[/] {} to {}", handle.job_name, handle.backend))
-    _follow_or_detach(console, backend, handle, follow)
+    if not follow:
+        _print_next_steps(console, handle.job_name)
+        return
+    while True:
+        code, status = _follow(console, failover.prepared.backend, handle)
+        if status is None or not failover.after_failure(status):
+            break
+        handle = failover.submit()  # the job failed before training for capacity: the next offer
+        store = jobs.JobStore()
+        try:
+            store.move_attempt(handle.job_name, handle, failover.attempts)
+        finally:
+            store.close()
+        console.print(_markup("[bold green]submitted[/] {} to {}", handle.job_name, handle.backend))
+    if code:
+        click.get_current_context().exit(code)
+
+
+class Failover:
+    """A launch's tries: submits the chosen offer; when the provider refuses it for capacity or quota
+    (base.capacity_refusal), or a followed job fails for that reason before training, re-plans without the
+    refused offers and submits the next one (its image built or pushed first if missing), up to the plan's
+    failover order. Any other refusal (the user's: a role, a bucket, an image) stops at once. `attempts`:
+    every try, the refused ones with their reason."""
+
+    def __init__(self, prepared: Prepared, quiet: bool):
+        self.prepared, self.quiet = prepared, quiet
+        self.attempts: list[dict[str, Any]] = []
+        self.refused: dict[tuple, str] = {}
+        self.tries = 1 + len(prepared.failover)
+
+    def submit(self) -> Any:
+        from ftlaunch.backends import base
+
+        while True:
+            offer = self.prepared.plan.offer
+            try:
+                handle = self.prepared.backend.submit(self.prepared.request)
+            except errors.UserError as exc:
+                if not base.capacity_refusal(exc.message) or not self._next(exc.message):
+                    if self.attempts:
+                        exc.message += f" (after {len(self.attempts)} refused offer" \
+                                       f"{'s' if len(self.attempts) > 1 else ''}: " \
+                                       f"{'; '.join(a['backend'] + ' ' + a['instance'] for a in self.attempts)})"
+                    raise
+                continue
+            self.attempts.append({"attempt": len(self.attempts) + 1, "started_at": time.time(),
+                                  "backend": handle.backend, "instance": offer.instance, "region": offer.region,
+                                  "provider_id": handle.provider_id})
+            return handle
+
+    def after_failure(self, status: Any) -> bool:
+        """True when a followed job FAILED for capacity or quota (it never trained) and the next offer is
+        planned: the caller submits it."""
+        from ftlaunch.backends import base
+
+        return status.state.value == "FAILED" and base.capacity_refusal(status.reason) and \
+            self._next(status.reason, submitted=True)
+
+    def _next(self, reason: str, submitted: bool = False) -> bool:
+        """Records the refusal of the current offer and plans the next; False when none is left."""
+        from ftlaunch import plan as plan_mod
+
+        offer = self.prepared.plan.offer
+        if not self.prepared.failover or len(self.refused) + 1 >= self.tries:
+            return False
+        if submitted:
+            self.attempts[-1]["refused"] = reason
+        else:
+            self.attempts.append({"attempt": len(self.attempts) + 1, "started_at": time.time(),
+                                  "backend": offer.cloud, "instance": offer.instance, "region": offer.region,
+                                  "refused": reason})
+        self.refused[plan_mod.failover_key(offer)] = reason
+        nxt = prepare_plan(self.prepared.spec, self.prepared.options, name=self.prepared.plan.job_name,
+                           refused=self.refused, skipped=self.prepared.skipped)
+        if not self.quiet:
+            click.echo(f"{offer.cloud} refused {offer.instance} ({reason}); failing over to "
+                       f"{nxt.plan.offer.cloud} {nxt.plan.offer.instance}", err=True)
+        if self.prepared.spec.notify is not None:  # `notify:` hears of a failover as of any state change
+            from ftlaunch import notify
+
+            notify.send(self.prepared.spec.notify.model_dump(exclude_none=True), {
+                "job": self.prepared.plan.job_name, "backend": offer.cloud, "state": "FAILOVER",
+                "previous_state": "FAILED" if submitted else "REFUSED", "reason": reason, "cost": None,
+                "predicted_cost": nxt.plan.offer.cost[1] if nxt.plan.offer.cost else None,
+                "output": f"next: {nxt.plan.offer.cloud} {nxt.plan.offer.instance}"})
+        ensure_image(nxt, quiet=self.quiet)
+        self.prepared = nxt
+        return True
 
 
 def _follow_or_detach(console: Any, backend: Any, handle: Any, follow: bool) -> None:
@@ -303,16 +467,21 @@ EXIT_PREEMPTED = 75  # the trainer's own code for "stopped by SIGTERM after savi
 def follow_job(console: Any, backend: Any, handle: Any) -> int:
     """Streams the job's log until it ends and returns the exit code for its outcome (outcome_code);
     Ctrl-C detaches, leaves the job running and returns 0."""
+    return _follow(console, backend, handle)[0]
+
+
+def _follow(console: Any, backend: Any, handle: Any) -> tuple[int, Any]:
+    """follow_job, with the job's final status (None when Ctrl-C detached)."""
     try:
         for line in backend.logs(handle, follow=True):
             click.echo(line)
     except KeyboardInterrupt:
         console.print(_markup("\n[yellow]detached[/]; {} keeps running.", handle.job_name))
         _print_next_steps(console, handle.job_name)
-        return 0
+        return 0, None
     status = _refresh(backend, handle)
     _print_outcome(console, handle, status)
-    return outcome_code(status)
+    return outcome_code(status), status
 
 
 def outcome_code(status: Any) -> int:
@@ -350,16 +519,25 @@ def _print_results(console: Any, folder: Path) -> None:
 
 
 def _refresh(backend: Any, handle: Any) -> Any:
-    """Polls the backend once and stores the state in the job records."""
+    """Polls the backend once and stores the state in the job records (telling `notify:` of a change)."""
     from ftlaunch import jobs
 
     status = backend.status(handle)
     store = jobs.JobStore()
     try:
-        store.update(handle.job_name, **_status_fields(status))
+        _observe(store, handle.job_name, _status_fields(status))
     finally:
         store.close()
     return status
+
+
+def _observe(store: Any, job_id: str, fields: dict[str, Any]) -> None:
+    """Stores a polled state; if it changed, runs the job's spec `notify:` (a failure there only warns)."""
+    from ftlaunch import notify
+
+    before = store.observe(job_id, **fields)
+    if before is not None:
+        notify.observed(before, fields)
 
 
 def _status_fields(status: Any) -> dict[str, Any]:
@@ -631,7 +809,8 @@ def show(job_id: str | None) -> None:
     record, backend = _job(job_id)
     data = record.to_json()
     steps = backend.attempt_steps(record.handle) if hasattr(backend, "attempt_steps") else []
-    for attempt, (first, last) in zip(data["attempts"], steps):
+    ran = [a for a in data["attempts"] if "refused" not in a]  # a failover's refused offers never ran
+    for attempt, (first, last) in zip(ran, steps):
         attempt.update(first_step=first, last_step=last)
     click.echo(json.dumps(data, indent=2))
 
@@ -654,7 +833,7 @@ def resume_job(job_id: str, follow: bool) -> None:
                                hint=f"`ftlaunch fetch {record.id}` brings back its outputs")
     if not hasattr(backend, "resume"):
         raise errors.UserError(f"resuming a {record.backend} job is not supported yet ({record.id}).",
-                               hint="launch the spec again as a new job")
+                               hint=getattr(backend, "RESUME_HINT", "launch the spec again as a new job"))
     handle = backend.resume(record.handle)
     store = jobs.JobStore()
     try:
@@ -712,7 +891,7 @@ def refresh_unfinished(records: list[Any], budget_s: float = REFRESH_BUDGET_S,
     store = jobs.JobStore()
     try:
         for job_id, status_ in found.items():
-            store.update(job_id, **_status_fields(status_))
+            _observe(store, job_id, _status_fields(status_))
     finally:
         store.close()
     return [dataclasses.replace(r, state=found[r.id].state.value, reason=found[r.id].reason) if r.id in found else r
@@ -780,15 +959,8 @@ def bench_command(spec_path: str | None, techniques: str | None, clouds: str | N
                              gpus=_split(gpus), overrides=overrides, out=out, force=force,
                              on_event=lambda message: console.print(_markup("[dim]bench[/] {}", message)))
     paths = bench_report.write(runner, rows)
-    from rich.table import Table
-
-    table = Table(box=None)
     _, higher, label = bench.QUALITY[runner.base.task]
-    for col in bench_report.columns(label, higher):
-        table.add_column(col)
-    for row in bench_report.table_rows(rows):
-        table.add_row(*row)
-    console.print(table)
+    console.print(bench_report.terminal_table(label, higher, rows))
     console.print(f"report: {paths['markdown']}\n        {paths['html']}")
     failed = [r["cell"] for r in rows if r["state"] != "SUCCEEDED"]
     if failed:

@@ -11,8 +11,11 @@ published figures and the tests compare them with what a real model holds after 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -450,7 +453,7 @@ def count_tokens(path: str | None, w: Workload, *, max_samples: int | None = Non
         n = w.max_steps * w.batch_size * w.grad_accum * world * w.seq_len
         return Tokens(n * 0.5, n, f"max_steps {w.max_steps} x batch {w.batch_size} x grad_accum {w.grad_accum} x "
                                   f"{world} GPU(s) x up to {w.seq_len} tokens")
-    rows = _local_rows(path) if path else None
+    rows, why = _local_rows(path) if path else (None, "no data path")
     if rows is not None:
         if max_samples:
             rows = rows[:max_samples]
@@ -460,33 +463,54 @@ def count_tokens(path: str | None, w: Workload, *, max_samples: int | None = Non
                               f"{CHARS_PER_TOKEN[0]} characters per token, capped at {w.seq_len}")
     n_rows = max_samples or DEFAULT_ROWS
     return Tokens(n_rows * w.seq_len * 0.25, n_rows * w.seq_len * 0.75,
-                  f"assumed: data not local; {n_rows} rows of 25-75% of max_length {w.seq_len} tokens")
+                  f"assumed: {why}; {n_rows} rows of 25-75% of max_length {w.seq_len} tokens")
 
 
-def _local_rows(path: str) -> list[int] | None:
-    """Characters per row of a local .jsonl/.json/.csv/.txt file (or a folder of them); None if not readable."""
+COUNTED = (".jsonl", ".json", ".csv", ".txt")  # what _local_rows counts
+COUNT_MAX_ENTRIES = 10_000  # entries of a data folder looked at: `dataset.path: /` must not walk the disk
+COUNT_MAX_BYTES = 256 * 2**20  # bytes read to count rows; more, and the estimate assumes
+
+
+def _local_rows(path: str) -> tuple[list[int] | None, str]:
+    """Characters per row of a local .jsonl/.json/.csv/.txt file, or of the files directly in a folder (the
+    ones the trainer reads), within COUNT_MAX_ENTRIES folder entries and COUNT_MAX_BYTES read; else None and
+    why not (the note the assumed estimate carries)."""
     p = Path(path).expanduser()
     if "://" in path or not p.exists():
-        return None
-    files = sorted(f for f in p.rglob("*") if f.suffix in (".jsonl", ".json", ".csv", ".txt")) if p.is_dir() else [p]
-    rows: list[int] = []
-    for f in files:
-        if f.suffix not in (".jsonl", ".json", ".csv", ".txt") or f.stat().st_size > 2e9:
-            return None
-        text = f.read_text(encoding="utf-8", errors="replace")
-        if f.suffix == ".json":
-            try:
-                data = json.loads(text)
-            except ValueError:
-                return None
-            items = data if isinstance(data, list) else next((v for v in data.values() if isinstance(v, list)), [])
-            rows += [len(json.dumps(item, ensure_ascii=False)) for item in items]
-        elif f.suffix == ".csv":
-            lines = text.splitlines()
-            rows += [len(line) for line in lines[1:] if line.strip()]
+        return None, "data not local"
+    try:
+        if p.is_dir():
+            with os.scandir(p) as entries:
+                seen = list(itertools.islice(entries, COUNT_MAX_ENTRIES + 1))
+            if len(seen) > COUNT_MAX_ENTRIES:
+                return None, (f"{p} holds over {COUNT_MAX_ENTRIES:,} entries, not counted (point dataset.path at "
+                              "the folder of the data files)")
+            files = sorted(Path(e.path) for e in seen if Path(e.name).suffix in COUNTED and e.is_file())
         else:
-            rows += [len(line) for line in text.splitlines() if line.strip()]
-    return rows or None
+            files = [p]
+        if any(f.suffix not in COUNTED or not stat.S_ISREG(f.stat().st_mode) for f in files):
+            return None, f"{p} is not a {', '.join(COUNTED)} file, not counted"
+        size = sum(f.stat().st_size for f in files)
+        if size > COUNT_MAX_BYTES:
+            return None, f"{size / 1e6:,.0f} MB of data, more than the {COUNT_MAX_BYTES / 1e6:,.0f} MB counted here"
+        rows: list[int] = []
+        for f in files:
+            rows += _rows_of(f)
+    except (OSError, ValueError):
+        return None, f"{p} could not be read"
+    return (rows, "") if rows else (None, f"no rows found in {p}")
+
+
+def _rows_of(f: Path) -> list[int]:
+    text = f.read_text(encoding="utf-8", errors="replace")
+    if f.suffix == ".json":
+        data = json.loads(text)
+        items = data if isinstance(data, list) else next((v for v in data.values() if isinstance(v, list)), []) \
+            if isinstance(data, dict) else []
+        return [len(json.dumps(item, ensure_ascii=False)) for item in items]
+    if f.suffix == ".csv":
+        return [len(line) for line in text.splitlines()[1:] if line.strip()]
+    return [len(line) for line in text.splitlines() if line.strip()]
 
 
 def flops_per_token(shape: Shape, w: Workload) -> float:

@@ -114,8 +114,10 @@ class JobStore:
         self._db.close()
 
     def add(self, *, handle: Any, spec: Any, image: str | None, state: str,
-            predicted_cost: float | None, plan_json: dict | None = None) -> JobRecord:
-        """Records a newly submitted job; raises UserError if its name is taken by another job."""
+            predicted_cost: float | None, plan_json: dict | None = None,
+            attempts: list[dict[str, Any]] | None = None) -> JobRecord:
+        """Records a newly submitted job; raises UserError if its name is taken by another job. `attempts`: the
+        launch's tries when a failover refused some offers first (each with its backend and reason)."""
         now = time.time()
         row = dict(id=handle.job_name, backend=handle.backend, provider_id=handle.provider_id,
                    spec_name=spec.name, spec_hash=spec.digest(), spec_json=json.dumps(spec.to_json()),
@@ -123,7 +125,8 @@ class JobStore:
                    predicted_cost=predicted_cost, actual_cost=None,
                    handle_json=json.dumps(dataclasses.asdict(handle)),
                    plan_json=json.dumps(plan_json) if plan_json is not None else None,
-                   created_at=now, updated_at=now)
+                   created_at=now, updated_at=now,
+                   attempts_json=json.dumps(attempts) if attempts and len(attempts) > 1 else None)
         cols = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
         try:
@@ -135,7 +138,8 @@ class JobStore:
         return JobRecord(**row)
 
     def update(self, job_id: str, **fields: Any) -> None:
-        allowed = {"state", "reason", "actual_cost", "provider_id", "handle_json", "attempts_json"}
+        allowed = {"state", "reason", "actual_cost", "provider_id", "handle_json", "attempts_json", "backend",
+                   "output_uri"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}")
@@ -143,6 +147,19 @@ class JobStore:
         sets = ", ".join(f"{k} = :{k}" for k in fields)
         with self._tx():
             self._db.execute(f"UPDATE jobs SET {sets} WHERE id = :id", {**fields, "id": job_id})
+
+    def observe(self, job_id: str, **fields: Any) -> JobRecord | None:
+        """Stores a polled state (update's fields) and returns the record as it was before, if the state
+        changed; None if it did not. One transaction: of two shells polling at once, one sees the change."""
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            fields["updated_at"] = time.time()
+            sets = ", ".join(f"{k} = :{k}" for k in fields)
+            db.execute(f"UPDATE jobs SET {sets} WHERE id = :id", {**fields, "id": job_id})
+        before = JobRecord(**{k: row[k] for k in row.keys()})
+        return before if "state" in fields and fields["state"] != before.state else None
 
     def add_attempt(self, record: JobRecord, handle: Any) -> dict[str, Any]:
         """Records a new attempt of the job (a resume) with its handle, and marks the job PENDING again."""
@@ -152,6 +169,13 @@ class JobStore:
                     handle_json=json.dumps(dataclasses.asdict(handle)),
                     attempts_json=json.dumps([*attempts, attempt]))
         return attempt
+
+    def move_attempt(self, job_id: str, handle: Any, attempts: list[dict[str, Any]]) -> None:
+        """A failover after the job failed before training: the job's next attempt runs elsewhere (another
+        offer, maybe another backend); the record follows it, keeping every attempt."""
+        self.update(job_id, state="PENDING", reason=None, backend=handle.backend, provider_id=handle.provider_id,
+                    output_uri=handle.output_uri, handle_json=json.dumps(dataclasses.asdict(handle)),
+                    attempts_json=json.dumps(attempts))
 
     def get(self, job_id: str) -> JobRecord:
         """The job with this id, or the only job whose id starts with it; UserError otherwise (an empty id

@@ -82,13 +82,16 @@ TARGETS = backends.CLOUDS  # what `auto` and `ftlaunch estimate` rank: every clo
 
 
 def make(spec: Spec, *, name: str | None = None, targets: tuple[str, ...] | None = None,
-         optimize: str | None = None, require_fit: bool = True, online: bool = False, calibrate: bool = False) -> Plan:
+         optimize: str | None = None, require_fit: bool = True, online: bool = False, calibrate: bool = False,
+         refused: dict[tuple, str] | None = None) -> Plan:
     """Plans the spec: on this machine for `resources.cloud: local`, else ranks every offer of the named
     cloud(s) (`auto`: all four) by predicted cost (or time), and chooses the cheapest that fits.
 
     `targets` overrides the spec's cloud (`ftlaunch estimate` passes all four). With require_fit (the
     default, as `run` needs) a plan where nothing fits raises UserError naming what would; `estimate`
-    passes require_fit=False and gets a Plan with offer None and the reasons in `why`. `calibrate` lets a local
+    passes require_fit=False and gets a Plan with offer None and the reasons in `why`. `refused` maps
+    failover_key(offer) -> the provider's refusal: those offers are shown, never chosen (a failover re-plans with
+    every refusal so far). `calibrate` lets a local
     plan measure this machine's step time when no cached measurement exists (it imports torch; a dry run does
     not ask for it and shows the time only when a measurement is cached)."""
     explicit = gpus_explicit(spec)  # before resolved(), whose re-validation marks every field as set
@@ -101,7 +104,7 @@ def make(spec: Spec, *, name: str | None = None, targets: tuple[str, ...] | None
             return _local(spec, name, calibrate)
         targets = TARGETS if cloud == "auto" else (cloud,)
     return _cloud(spec, name, tuple(targets), optimize=optimize or _optimize(spec), require_fit=require_fit,
-                  online=online, explicit=explicit)
+                  online=online, explicit=explicit, refused=refused or {})
 
 
 def _optimize(spec: Spec) -> str:
@@ -241,7 +244,7 @@ MAX_RUNTIME_FLOOR_S = 3600  # ... and at least an hour, the same rule on every b
 
 
 def _cloud(spec: Spec, name: str, targets: tuple[str, ...], *, optimize: str, require_fit: bool,
-           online: bool, explicit: bool) -> Plan:
+           online: bool, explicit: bool, refused: dict[tuple, str]) -> Plan:
     if optimize not in ("cost", "time"):
         raise errors.UserError(f"--optimize {optimize}: expected cost or time.")
     res = spec.resources
@@ -290,6 +293,8 @@ def _cloud(spec: Spec, name: str, targets: tuple[str, ...], *, optimize: str, re
             o.excluded = f"{row.gpus} GPUs per node; you asked for {res.gpus}"
         elif row.doubtful:
             o.excluded = "doubtful price (see its source; `ftlaunch prices refresh` replaces it)"
+        elif failover_key(o) in refused:
+            o.excluded = f"refused by {o.cloud}: {refused[failover_key(o)]}"
         offers.append(o)
     offers.sort(key=lambda o: _rank_key(o, optimize))
     budget = res.max_cost
@@ -336,10 +341,44 @@ def _cloud(spec: Spec, name: str, targets: tuple[str, ...], *, optimize: str, re
             f"resources.max_cost to {_round_money(chosen.cost[1])}, use --spot, or a smaller offer")
     est["memory"] = chosen.details.get("memory")
     est["max_runtime"] = runtime_how
+    est["failover"] = [_offer_line(o) for o in failover_order(offers, chosen, budget)]
     return Plan(spec=spec, job_name=name, cloud=chosen.cloud, offer=chosen, offers=offers,
                 output_uri=spec.output.path or "", max_runtime_s=max_runtime,
                 why=_why(chosen, offers, optimize, budget), estimate=est,
                 context=backends.plan_context(chosen.cloud, spec, name))
+
+
+# --------------------------------------------------------------------------- failover
+
+FAILOVER_LIMIT = 4  # offers tried after the chosen one, at most, before a launch gives up
+
+
+def failover_key(offer: Offer) -> tuple:
+    """What a capacity or quota refusal is about: one GPU type in one region of one provider. After a refusal
+    no other offer with the same key is tried (another instance size of the same GPU there would meet the same
+    quota or the same empty pool)."""
+    return (offer.cloud, offer.region, offer.gpu, offer.spot)
+
+
+def failover_order(offers: list[Offer], chosen: Offer, budget: float | None) -> list[Offer]:
+    """The offers a launch tries, in order, if the chosen one is refused for capacity or quota: the next ones
+    that fit, are not excluded and are within max_cost, one per failover_key, at most FAILOVER_LIMIT."""
+    seen = {failover_key(chosen)}
+    out = []
+    for o in offers:
+        key = failover_key(o)
+        if o is chosen or key in seen or not o.fits or o.excluded or (budget is not None and o.cost[0] > budget):
+            continue
+        seen.add(key)
+        out.append(o)
+        if len(out) == FAILOVER_LIMIT:
+            break
+    return out
+
+
+def _offer_line(o: Offer) -> dict[str, Any]:
+    return {"target": o.cloud, "instance": o.instance, "region": o.region, "gpu": o.gpu, "gpus": o.gpus,
+            "spot": o.spot, "total_usd": list(o.cost) if o.cost else None, "peak_gb_per_gpu": o.peak_gb_per_gpu}
 
 
 def _round_money(x: float) -> str:

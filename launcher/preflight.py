@@ -12,7 +12,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import itertools
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
@@ -137,6 +139,56 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.iterdir() if p.is_file() and p.suffix.lower() in READABLE)
 
 
+def data_format(task: Task, declared: str, columns: Any) -> str | None:
+    """The format the rows are checked as: the declared one, else the first of the task's formats whose
+    columns are all present ("prompt" for RL data with a prompt column); None when none fits."""
+    columns = set(columns)
+    if task is Task.RL and "prompt" in columns:
+        return "prompt"
+    if declared != "auto":
+        return declared
+    for name in TASK_FORMATS[task]:
+        if name != "prompt" and all(c in columns for c in FORMAT_COLUMNS[name]):
+            return name
+    return None
+
+
+def row_error(task: Task, fmt: str, row: dict, n: int | None = None, file: str | None = None) -> Problem | None:
+    """The first problem of one row (already renamed to the canonical columns), or None when it is good:
+    missing or empty columns, wrong types, oversized or deeply nested rows, bad chat messages. The same
+    checks `validate` runs; the trainer calls this on every row it loads."""
+    scratch = Report(path=file or "")
+    _check_rows(task, fmt, [(n, file or "", row)], scratch)
+    return scratch.errors[0] if scratch.errors else None
+
+
+def first_error(path: Path, task: Task | None = None, declared: str = "auto", columns: dict[str, str] | None = None,
+                limit: int | None = None) -> Problem | None:
+    """The first row-numbered problem in a local file or folder, read as a stream that stops there: unreadable
+    lines (malformed JSON, non-UTF-8 bytes, wrong CSV field counts), and with a task, each row's own problems
+    (row_error, in the format `declared` names or the first rows' columns tell). `limit` stops after that many
+    rows. None when every row read is good."""
+    report = Report(path=str(path))
+    stream = ((n, file, _rename(row, columns or {})) for n, file, row in _read(Path(path), report))
+    head = list(itertools.islice(stream, 200))  # the columns that tell the format, as check() looks at them
+    fmt = data_format(task, declared, set().union(*(row.keys() for _, _, row in head))) \
+        if task is not None and head else None
+    for count, (n, file, row) in enumerate(itertools.chain(head, stream), 1):
+        earlier = [p for p in report.errors if _position(p) < (Path(file), n)]
+        if earlier:
+            return min(earlier, key=_position)
+        problem = row_error(task, fmt, row, n, file) if fmt is not None else None
+        if problem is not None:
+            return problem
+        if limit is not None and count >= limit:
+            return None
+    return min(report.errors, key=_position) if report.errors else None
+
+
+def _position(problem: Problem) -> tuple[Path, int]:
+    return Path(problem.file or ""), problem.row or 0
+
+
 def print_report(console: Any, report: Report) -> None:
     """The report as a person reads it: problems first (file:row), then the length histogram and totals."""
     if not report.checked:
@@ -183,10 +235,25 @@ def _read(path: Path, report: Report) -> Iterator[tuple[int, str, dict]]:
                     ".txt": _txt}[suffix](file, report)
 
 
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" makes of a byte that is not UTF-8
+
+
+def _not_utf8(text: str, n: int, file: Path, report: Report) -> bool:
+    """True (and a row-numbered error) when a line read with errors="surrogateescape" held non-UTF-8 bytes."""
+    found = _NOT_UTF8.search(text)
+    if found is None:
+        return False
+    byte = ord(found.group()) - 0xDC00
+    report.problems.append(Problem(
+        f"byte 0x{byte:02X} at column {found.start() + 1} is not UTF-8 (latin-1 or another encoding?); save the "
+        "file as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT`", n, file=str(file)))
+    return True
+
+
 def _jsonl(file: Path, report: Report) -> Iterator[tuple[int, str, dict]]:
-    with open(file, encoding="utf-8", errors="replace") as f:
+    with open(file, encoding="utf-8", errors="surrogateescape") as f:
         for n, line in enumerate(f, 1):
-            if not line.strip():
+            if not line.strip() or _not_utf8(line, n, file, report):
                 continue
             try:
                 row = json.loads(line)
@@ -201,8 +268,13 @@ def _jsonl(file: Path, report: Report) -> Iterator[tuple[int, str, dict]]:
 
 
 def _json(file: Path, report: Report) -> Iterator[tuple[int, str, dict]]:
+    raw = file.read_bytes()
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        _not_utf8(raw.splitlines()[line - 1].decode("utf-8", errors="surrogateescape"), line, file, report)
+        return
     except json.JSONDecodeError as exc:
         report.problems.append(Problem(f"not valid JSON ({exc.msg})", exc.lineno, file=str(file)))
         return
@@ -219,11 +291,15 @@ def _json(file: Path, report: Report) -> Iterator[tuple[int, str, dict]]:
 
 
 def _csv(file: Path, report: Report) -> Iterator[tuple[int, str, dict]]:
-    with open(file, encoding="utf-8", errors="replace", newline="") as f:
+    with open(file, encoding="utf-8", errors="surrogateescape", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t" if file.suffix.lower() == ".tsv" else ",")
+        if _not_utf8(",".join(reader.fieldnames or []), 1, file, report):
+            return
         width = len(reader.fieldnames or [])
         try:
             for row in reader:
+                if _not_utf8("\t".join(v for v in row.values() if isinstance(v, str)), reader.line_num, file, report):
+                    continue
                 if None in row or any(v is None for v in row.values()):
                     fields = width + len(row.get(None) or []) - sum(v is None for k, v in row.items() if k is not None)
                     report.problems.append(Problem(f"has {fields} fields; the header has {width}",
@@ -247,9 +323,9 @@ def _parquet(file: Path, report: Report) -> Iterator[tuple[int, str, dict]]:
 
 
 def _txt(file: Path, report: Report) -> Iterator[tuple[int, str, dict]]:
-    with open(file, encoding="utf-8", errors="replace") as f:
+    with open(file, encoding="utf-8", errors="surrogateescape") as f:
         for n, line in enumerate(f, 1):
-            if line.strip():
+            if line.strip() and not _not_utf8(line, n, file, report):
                 yield n, str(file), {"text": line.rstrip("\n")}
 
 
@@ -267,13 +343,9 @@ def _rename(row: dict, mapping: dict[str, str]) -> dict:
 
 def _format(spec: Any, rows: list, report: Report) -> str | None:
     columns = set().union(*(row.keys() for _, _, row in rows[:200]))
-    if spec.task is Task.RL and "prompt" in columns:
-        return "prompt"
-    if spec.dataset.format != "auto":
-        return spec.dataset.format
-    for name in TASK_FORMATS[spec.task]:
-        if name != "prompt" and all(c in columns for c in FORMAT_COLUMNS[name]):
-            return name
+    fmt = data_format(spec.task, spec.dataset.format, columns)
+    if fmt is not None:
+        return fmt
     need = " or ".join("(" + ", ".join(FORMAT_COLUMNS.get(f, ("prompt",))) + ")" for f in TASK_FORMATS[spec.task])
     report.problems.append(Problem(
         f"task {spec.task.value} needs columns {need}; the data has {', '.join(sorted(columns))}. "

@@ -166,17 +166,21 @@ DEFAULT_FAMILY = "Llama-style (SwiGLU MLP 3.5x hidden, GQA 8 KV heads, head dim 
 
 def resolve(model: str, *, base_dir: str | None = None, params: str | float | None = None,
             online: bool = False) -> Shape:
-    """The shape of the spec's `model`: --params, a local config.json or GGUF, the built-in table, then the hub."""
+    """The shape of the spec's `model`: --params, a local config.json or GGUF, the built-in table, then the hub.
+    It is named as the spec names the model (a hub id, folder or file as given), whatever it was read from."""
     if params is not None:
         return from_params(params)
     ref = models.resolve(model, base_dir=base_dir)
     if ref.kind == "folder":
-        return from_config(Path(ref.location) / "config.json")
+        return dataclasses.replace(from_config(Path(ref.location) / "config.json"), name=model)
     if ref.kind == "gguf":
-        return from_gguf(Path(ref.location) / ref.gguf_file)
+        return from_gguf(Path(ref.location) / ref.gguf_file, name=model)
     found = builtin(ref.location)
     if found is not None:
-        return found
+        if found.name == model:
+            return found
+        # Qwen/Qwen2.5-7B-Instruct has Qwen/Qwen2.5-7B's shape, and keeps its own name
+        return dataclasses.replace(found, name=model, source=f"built-in table ({found.name})")
     if online:
         return from_hub(ref.location)
     raise errors.UserError(
@@ -334,8 +338,10 @@ def _gguf_value(f: BinaryIO, vtype: int) -> Any:
     raise errors.UserError(f"GGUF value type {vtype} is unknown.")
 
 
-def from_gguf(path: str | Path) -> Shape:
-    """A model's shape from its GGUF header; tied embeddings when the file has no output.weight tensor."""
+def from_gguf(path: str | Path, name: str | None = None) -> Shape:
+    """A model's shape from its GGUF header; tied embeddings when the file has no output.weight tensor. Named
+    `name`, else the file's name; the header's general.name ("Smollm2 135M 8k Lc100K Mix1 Ep2") only when
+    neither is known."""
     meta, tensors = read_gguf(path)
     arch = meta.get("general.architecture", "llama")
 
@@ -348,7 +354,7 @@ def from_gguf(path: str | Path) -> Shape:
         kv = get("attention.head_count_kv", heads)
         ff = get("feed_forward_length")
         shape = Shape(
-            name=str(meta.get("general.name") or Path(path).stem), vocab_size=int(vocab), hidden_size=h,
+            name=name or Path(path).name or str(meta.get("general.name")), vocab_size=int(vocab), hidden_size=h,
             num_layers=int(get("block_count")), num_heads=heads, num_kv_heads=int(kv if not isinstance(kv, list) else kv[0]),
             intermediate_size=int(ff if not isinstance(ff, list) else ff[0]),
             head_dim=get("attention.key_length") if get("attention.key_length") not in (None, h // heads) else None,
@@ -358,7 +364,8 @@ def from_gguf(path: str | Path) -> Shape:
     except (TypeError, ValueError) as exc:
         builtin_shape = builtin(Path(path).stem)
         if builtin_shape is not None:
-            return builtin_shape
+            return dataclasses.replace(builtin_shape, name=name or Path(path).name,
+                                       source=f"built-in table ({builtin_shape.name})")
         raise errors.UserError(f"{path}: the GGUF metadata lacks the model's dimensions ({exc}).",
                                hint="pass --params with the model's parameter count") from None
     return shape

@@ -282,6 +282,57 @@ class Tracking(_Strict):
     project: str | None = None
 
 
+class Notify(_Strict):
+    """What to run when the launcher sees a job change state (`ftlaunch status`, `ls`, a followed launch,
+    `resume`): a command (argv, no shell) gets the job's id, state, reason and cost as FTLAUNCH_NOTIFY_*
+    environment variables; a URL gets them as a JSON POST. A failure to notify is a warning."""
+
+    command: list[Annotated[str, Field(min_length=1, max_length=4096)]] | None = Field(
+        None, min_length=1, max_length=256, description="argv run on each state change, e.g. [notify-send, ftlaunch]")
+    url: str | None = Field(None, max_length=2048, description="https:// URL that gets a JSON POST on each state "
+                                                                "change (http:// only for localhost)")
+    url_from: str | None = Field(None, description="name of the environment variable that holds the URL (a "
+                                                   "webhook URL with a token is a secret: never write it here)")
+
+    @pydantic.field_validator("command")
+    @classmethod
+    def _argv(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and any(any(ord(c) < 32 for c in arg) for arg in v):
+            raise ValueError("an argument holds a control character (newline, tab, ...); give each argument as "
+                             "its own list item")
+        return v
+
+    @pydantic.field_validator("url")
+    @classmethod
+    def _https(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        local = parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1", "::1")
+        if not parts.hostname or not (parts.scheme == "https" or local):
+            raise ValueError("not an https:// URL (http:// is accepted only for localhost); write it as "
+                             "https://host/path")
+        return v
+
+    @pydantic.field_validator("url_from")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not _ENV_NAME.match(v):
+            raise ValueError("not an environment variable name (it is not shown here in case it is a value); "
+                             "write a name in capitals, such as FTLAUNCH_NOTIFY_URL")
+        return v
+
+    @pydantic.model_validator(mode="after")
+    def _something(self) -> "Notify":
+        if not (self.command or self.url or self.url_from):
+            raise ValueError("notify needs `command: [...]`, `url: https://...` or `url_from: ENV_NAME`")
+        if self.url and self.url_from:
+            raise ValueError("give either `url` or `url_from`, not both")
+        return self
+
+
 class Bench(_Strict):
     """How `ftlaunch bench` varies this spec: which techniques, and settings per technique."""
 
@@ -315,6 +366,7 @@ class Spec(_Strict):
     secrets: list[str] = Field(default_factory=list,
                                description="names of secrets (environment variables) the job may read; never values")
     bench: Bench = Field(default_factory=Bench, description="used only by `ftlaunch bench`")
+    notify: Notify | None = Field(None, description="a command or URL told of each state change the launcher sees")
     _digest: str | None = pydantic.PrivateAttr(None)
     base_dir: str | None = Field(None, description="set by the loader: the spec file's folder, for relative paths")
 
@@ -366,14 +418,16 @@ class Spec(_Strict):
         return copy
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"base_dir"})
+        # a spec without notify reads as it did before the section existed (same digest, same job spec)
+        return self.model_dump(mode="json", exclude={"base_dir"} | ({"notify"} if self.notify is None else set()))
 
     def digest(self) -> str:
         """A short, stable hash of what the job would do, from the spec as written: neither where the spec
         file lies nor where its relative paths resolve on this machine changes it."""
         if self._digest is not None:  # set by resolved(): the digest of the spec before its paths were resolved
             return self._digest
-        blob = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
+        what = {k: v for k, v in self.to_json().items() if k != "notify"}  # telling someone changes no result
+        blob = json.dumps(what, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -803,7 +857,8 @@ def _explain(err: dict, loc: tuple, model: type[BaseModel], prefix: tuple, owner
         return message + ".", (f"known keys here: {', '.join(sorted(known))}" if known else "remove it")
     if kind == "missing":
         return "is required but missing.", f"add '{loc[-1]}:' to the spec"
-    if loc and loc[0] == "secrets":  # never echo what was written here: it may be a secret's value
+    if loc and (loc[0] == "secrets" or tuple(loc[:2]) in (("notify", "url"), ("notify", "url_from"))):
+        # never echo what was written here: it may be a secret's value (a webhook URL carries a token)
         if kind == "value_error":
             return err["msg"].removeprefix("Value error, ") + ".", None
         return ("wants a list of secret names (the value is not shown in case it is a secret).",

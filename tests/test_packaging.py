@@ -13,12 +13,38 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def built(tmp_path_factory) -> tuple[Path, str]:
+    """The wheel and everything the build printed (not -q: pip would hide the build backend's warnings)."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(out), str(REPO)], check=True, capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                           "-w", str(out), str(REPO)], check=True, capture_output=True, text=True)
     [whl] = out.glob("ftlaunch-*.whl")
-    return whl
+    return whl, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(built) -> Path:
+    return built[0]
+
+
+def test_build_is_quiet(built):
+    """Every folder that ships data is a declared package: setuptools says nothing about ignoring one."""
+    _, printed = built
+    assert "would be ignored" not in printed and "is absent from the `packages`" not in printed, printed
+
+
+def test_wheel_carries_every_tracked_data_file(wheel):
+    """Each non-Python file git tracks under the package folders is in the wheel, at its installed path."""
+    roots = {"launcher/": "ftlaunch/", "backends/": "ftlaunch/backends/", "containers/": "ftlaunch/containers/",
+             "templates/": "ftlaunch/templates/"}
+    tracked = subprocess.run(["git", "ls-files", *roots], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split()
+    data = [p for p in tracked if not p.endswith(".py")]
+    assert data, "git ls-files found no data files"
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for path in data:
+        root = next(r for r in roots if path.startswith(r))
+        assert roots[root] + path[len(root):] in names, path
 
 
 def test_wheel_lists_packages_and_data(wheel):

@@ -105,6 +105,29 @@ class AzureMLBackend(Backend):
         handle.extra["studio_url"] = getattr(created, "studio_url", None)
         return handle
 
+    def resume(self, handle: JobHandle) -> JobHandle:
+        """A new attempt of a cancelled or failed job: a job `<job>-aN` with the same definition (read back with
+        jobs.get), so the same `checkpoints` output, mounted read-write with what the last attempt wrote, where
+        the trainer finds its newest complete checkpoint. (A low-priority cluster requeues a preempted job by
+        itself, in the same job and the same output: no resume is needed there.)"""
+        ml = self._client(handle.extra)
+        job = self._get(ml, handle)
+        state = _text(job.status)
+        if state not in ENDED or state == "Completed":
+            raise errors.UserError(f"job {handle.job_name} is {state} on Azure ML; only a canceled or failed job "
+                                   "resumes.", hint=f"cancel it first (`ftlaunch cancel {handle.job_name}`), or wait")
+        attempt = int(handle.extra.get("attempt", 1)) + 1
+        name = f"{handle.job_name}-a{attempt}"
+        if self._existing(ml, name) is None:
+            job.name, job.display_name = name, name
+            try:
+                self._retry(lambda: ml.jobs.create_or_update(job), before_retry=lambda: self._existing(ml, name))
+            except Exception as exc:  # noqa: BLE001
+                if not _already_exists(exc) or self._existing(ml, name) is None:
+                    raise _user_error(exc, f"Azure ML did not accept attempt {attempt} of {handle.job_name}") from None
+        return JobHandle(backend="azureml", job_name=handle.job_name, provider_id=name, output_uri=handle.output_uri,
+                         extra={**handle.extra, "attempt": attempt})
+
     def _existing(self, ml: Any, name: str) -> Any:
         from azure.core.exceptions import ResourceNotFoundError
 
@@ -125,18 +148,35 @@ class AzureMLBackend(Backend):
                     data = item["content"].encode()
                     self._retry(lambda: blob.upload_blob(data, overwrite=True))
                     continue
+                base.check_unchanged(item)
+                if base.uploaded_before(item, *self._properties(blob)):
+                    print(base.REUSING.format(destination=item["destination"]), file=self.out, flush=True)
+                    continue
                 size = Path(item["source"]).stat().st_size
                 if size > PROGRESS_BYTES:
                     print(f"uploading {item['source']} ({size / 1e6:,.1f} MB) to {item['destination']}",
                           file=self.out, flush=True)
+                metadata = {"sha256": item["sha256"]} if "sha256" in item else None
 
+                # a large file goes up as staged blocks that Put Block List commits at the end: the blob
+                # shows the new bytes only once all of them arrived
                 def send(source=item["source"]):
                     with open(source, "rb") as f:
-                        blob.upload_blob(f, overwrite=True, max_concurrency=4)
+                        blob.upload_blob(f, overwrite=True, max_concurrency=4, metadata=metadata)
 
                 self._retry(send)
             except Exception as exc:  # noqa: BLE001
                 raise _user_error(exc, f"uploading to {item['destination']} failed") from None
+
+    def _properties(self, blob: Any) -> tuple[int | None, dict[str, str] | None]:
+        """(size, metadata) of the blob, or (None, None) if there is none."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            props = self._retry(blob.get_blob_properties)
+        except ResourceNotFoundError:
+            return None, None
+        return props.size, dict(props.metadata or {})
 
     def _check_vm_size(self, ml: Any, request: JobRequest) -> None:
         """Warns when the cluster's VM size is not the offer's: the plan's time and cost assume the offer."""
@@ -160,7 +200,7 @@ class AzureMLBackend(Backend):
         job = self._get(ml, handle)
         provider_state = _text(job.status)
         state = state_of(provider_state)
-        details = self._details(ml, handle.job_name) if state is not State.PENDING else None
+        details = self._details(ml, handle.provider_id) if state is not State.PENDING else None
         reason = None
         if details is not None and details.error is not None and details.error.error is not None:
             reason = details.error.error.message
@@ -187,9 +227,9 @@ class AzureMLBackend(Backend):
 
     def _get(self, ml: Any, handle: JobHandle) -> Any:
         try:
-            return self._retry(lambda: ml.jobs.get(handle.job_name))
+            return self._retry(lambda: ml.jobs.get(handle.provider_id))
         except Exception as exc:  # noqa: BLE001
-            raise _user_error(exc, f"cannot read Azure ML job {handle.job_name}") from None
+            raise _user_error(exc, f"cannot read Azure ML job {handle.provider_id}") from None
 
     def _details(self, ml: Any, name: str) -> Any:
         """The job's RunDetails from run history (error, log file URLs, start and end times)."""
@@ -207,7 +247,7 @@ class AzureMLBackend(Backend):
         seen: dict[str, int] = {}
         while True:
             done = follow and self.status(handle).state.done
-            details = self._details(ml, handle.job_name)
+            details = self._details(ml, handle.provider_id)
             files = {k: v for k, v in (details.log_files or {}).items() if k.startswith("user_logs/")}
             for name in sorted(files):
                 response = self._retry(lambda: _get_ok(requests, files[name]))
@@ -227,11 +267,11 @@ class AzureMLBackend(Backend):
         if _text(self._get(ml, handle).status) in ENDED + ("CancelRequested",):
             return
         try:
-            self._retry(lambda: ml.jobs.begin_cancel(handle.job_name))
+            self._retry(lambda: ml.jobs.begin_cancel(handle.provider_id))
         except Exception as exc:  # noqa: BLE001
             if _text(self._get(ml, handle).status) in ENDED:
                 return  # it ended between the two calls
-            raise _user_error(exc, f"Azure ML did not cancel {handle.job_name}") from None
+            raise _user_error(exc, f"Azure ML did not cancel {handle.provider_id}") from None
 
     # ------------------------------------------------------------------ fetch
 

@@ -31,8 +31,10 @@ def render(plan: Any) -> base.JobRequest:
     datastore = ctx["datastore"]
     root_path = f"{ctx['prefix']}/jobs/{job}"
     root = f"azureml://datastores/{datastore}/paths/{root_path}"
-    refs, uploads, mounts = base.place_inputs(ctx["inputs"], remote=lambda ch: f"{root}/input/{ch}/",
-                                              in_job=token)
+    # local inputs go under a digest of their bytes, shared by every job in the datastore and prefix
+    refs, uploads, mounts = base.place_inputs(
+        ctx["inputs"], store=f"azureml://datastores/{datastore}/paths/{ctx['prefix']}/inputs/",
+        in_job=lambda ch, _: token(ch))
     inputs = {"spec": _folder(f"{root}/input/spec/")}
     inputs.update({channel: _folder(uri) for channel, uri in mounts.items()})
     for channel, info in ctx["inputs"].items():

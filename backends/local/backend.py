@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ftlaunch import errors, manifest
-from ftlaunch.backends import base
+from ftlaunch.backends import base, failure
 from ftlaunch.backends.base import Backend, JobHandle, JobRequest, JobStatus, State
 from ftlaunch.backends.local import docker as _docker
 from ftlaunch.backends.local import render as _render
@@ -29,7 +29,8 @@ from ftlaunch.backends.local import supervise as _supervise
 CANCEL_GRACE_S = 20.0
 REQUEST_FILE = "request.json"
 STEP_LINE = re.compile(r"^step\s+(\d+)/")  # the trainer's line per logged training step (outputs.py)
-ATTEMPT_FILES = ("supervisor.json", "trainer.json", "exit.json", "cancelled")  # one attempt's state
+# one attempt's state (a process: its supervisor's files; docker: its container's record and stop markers)
+ATTEMPT_FILES = ("supervisor.json", "trainer.json", "exit.json", "cancelled", "container.json", "timed_out")
 ATTEMPT_MARK = "=== ftlaunch: attempt "  # the log line that starts each attempt after the first
 
 
@@ -45,7 +46,9 @@ class LocalBackend(Backend):
     def submit(self, request: JobRequest) -> JobHandle:
         p = request.payload
         if p.get("runtime") == "docker":
-            return _docker.submit(request, grace_s=int(self.grace_s))
+            handle = _docker.submit(request, grace_s=int(self.grace_s))
+            _save_request(request)
+            return handle
         job_dir = Path(p["job_dir"])
         if (job_dir / "supervisor.json").exists():  # same job name submitted again: it already runs
             return self._handle(request)
@@ -57,9 +60,7 @@ class LocalBackend(Backend):
         job_dir.mkdir(parents=True, exist_ok=True)
         Path(p["env"]["FTLAUNCH_OUTPUT_DIR"]).mkdir(parents=True, exist_ok=True)
         manifest.atomic_write_text(Path(p["spec_file"]), json.dumps(p["spec"], indent=2))
-        # what `ftlaunch resume` submits again (the payload and the secrets' names; never their values)
-        manifest.atomic_write_text(job_dir / REQUEST_FILE, json.dumps(
-            {"job_name": request.job_name, "payload": p, "secrets": list(request.secrets)}, indent=2))
+        _save_request(request)
         env = _render.trainer_env(os.environ, p["env"], request.secrets)
         argv = [sys.executable, "-m", "ftlaunch.backends.local.supervise", "--job-dir", str(job_dir)]
         if p.get("max_runtime_s"):
@@ -111,11 +112,10 @@ class LocalBackend(Backend):
 
     def resume(self, handle: JobHandle) -> JobHandle:
         """A new attempt of an ended job in the same folders: the trainer resumes from the newest complete
-        checkpoint in the job's checkpoint folder. The last attempt's state files move to attempts/N/."""
-        if handle.extra.get("runtime") == "docker":
-            raise errors.UserError(f"resuming a job of the docker runtime is not supported yet ({handle.job_name}).",
-                                   hint="launch the spec again with --runtime process, or as a new job")
-        job_dir = Path(handle.provider_id)
+        checkpoint in the job's checkpoint folder. The last attempt's state files move to attempts/N/; in Docker
+        its container is kept, renamed <container>-attempt-N, with its log."""
+        docker = handle.extra.get("runtime") == "docker"
+        job_dir = Path(handle.extra["job_dir"] if docker else handle.provider_id)
         saved = _read_json(job_dir / REQUEST_FILE)
         if saved is None:
             raise errors.UserError(f"job {handle.job_name} was launched by an older ftlaunch that did not keep "
@@ -132,19 +132,26 @@ class LocalBackend(Backend):
         for name in ATTEMPT_FILES:
             if (job_dir / name).exists():
                 os.replace(job_dir / name, keep / name)
+        request = JobRequest(backend="local", job_name=saved["job_name"], payload=saved["payload"],
+                             secrets=saved["secrets"])
+        if docker:
+            _docker.retire(handle, number)
+            return _docker.submit(request, grace_s=int(self.grace_s))
         log = Path(handle.extra["log_file"])
         with open(log, "a", encoding="utf-8") as f:
             f.write(f"{ATTEMPT_MARK}{number + 1} (ftlaunch resume) ===\n")
-        request = JobRequest(backend="local", job_name=saved["job_name"], payload=saved["payload"],
-                             secrets=saved["secrets"])
         return self.submit(request)
 
     def attempt_steps(self, handle: JobHandle) -> list[tuple[int | None, int | None]]:
-        """(first, last) training step logged by each attempt, from the job's log; None where it logged none."""
-        try:
-            text = Path(handle.extra["log_file"]).read_text(encoding="utf-8", errors="replace")
-        except (FileNotFoundError, KeyError):
-            return []
+        """(first, last) training step logged by each attempt, from the job's log (in Docker: each attempt's
+        container's log); None where it logged none."""
+        if handle.extra.get("runtime") == "docker":
+            text = f"\n{ATTEMPT_MARK}\n".join(_docker.attempt_logs(handle))
+        else:
+            try:
+                text = Path(handle.extra["log_file"]).read_text(encoding="utf-8", errors="replace")
+            except (FileNotFoundError, KeyError):
+                return []
         found: list[list[int]] = [[]]
         for line in text.splitlines():
             if line.startswith(ATTEMPT_MARK):
@@ -249,6 +256,12 @@ def fetch_checkpoint(handle: JobHandle, dest: Path) -> Path:
     return dest / newest.name
 
 
+def _save_request(request: JobRequest) -> None:
+    """What `ftlaunch resume` submits again: the payload and the secrets' names (never their values)."""
+    manifest.atomic_write_text(Path(request.payload["job_dir"]) / REQUEST_FILE, json.dumps(
+        {"job_name": request.job_name, "payload": request.payload, "secrets": list(request.secrets)}, indent=2))
+
+
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -313,30 +326,14 @@ def _trainer_alive(job_dir: Path) -> bool:
 
 
 def _with_last_line(reason: str | None, log: Path) -> str:
-    """The recorded reason (a signal, max_runtime) and the last useful line the trainer printed."""
-    line = _last_useful_line(log)
-    if reason and line:
-        return f"{reason}; last output: {line}"
-    return reason or line or "exited with an error and printed nothing"
-
-
-SKIPPED_LINES = ("Traceback (most recent call last)", "Current thread", "Thread 0x", "Extension modules:",
-                 "Stack (most recent call first)")
-
-
-def _last_useful_line(log: Path) -> str | None:
-    """The trainer's last line that says something (an error message, not a traceback frame or a blank)
-    with up to two indented lines after it; the last line of any kind otherwise."""
+    """The recorded reason (a signal, max_runtime), the trainer's last error (or last line) and the log's path."""
     try:
         with open(log, "rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 64_000))
-            lines = [l.rstrip() for l in f.read().decode("utf-8", "replace").splitlines() if l.strip()]
+            lines = failure.clean_lines(f.read().decode("utf-8", "replace"))
     except FileNotFoundError:
-        return None
-    for i in range(len(lines) - 1, -1, -1):
-        if not lines[i][:1].isspace() and not lines[i].startswith(SKIPPED_LINES):
-            return " | ".join(l.strip() for l in lines[i:i + 3])[:500]  # with the lines that detail it
-    return lines[-1].strip()[-500:] if lines else None
+        return failure.reason([], reason)
+    return failure.reason(lines, reason, log=str(log))
 
 
 BACKEND = LocalBackend

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from ftlaunch import errors, manifest
+from ftlaunch.backends import failure
 from ftlaunch.backends.base import JobHandle, JobRequest, JobStatus, State
 from ftlaunch.containers import engine as engine_mod
 from ftlaunch.containers import image as image_mod
@@ -289,10 +290,34 @@ def cancel(handle: JobHandle, grace_s: int = CANCEL_GRACE_S) -> None:
     engine.stop(handle.provider_id, grace_s)
 
 
-def _last_lines(engine: engine_mod.Engine, name: str, lines: int = 3) -> str:
-    proc = engine.call("logs", "--tail", "20", name, check=False)
-    tail = [l for l in (proc.stdout + proc.stderr).splitlines() if l.strip()][-lines:]
-    return " | ".join(tail) or "exited with an error and printed nothing"
+def retire(handle: JobHandle, attempt: int) -> None:
+    """Before a new attempt: the ended container keeps its log under <container>-attempt-N, so the new one can
+    take the job's container name."""
+    engine = engine_for(handle.extra)
+    if engine.container_state(handle.provider_id) is not None:
+        engine.call("rename", handle.provider_id, f"{handle.provider_id}-attempt-{attempt}")
+
+
+def attempt_logs(handle: JobHandle) -> list[str]:
+    """Each attempt's container log, oldest first (retired attempts, then the current container)."""
+    engine = engine_for(handle.extra)
+    names = []
+    n = 1
+    while engine.container_state(f"{handle.provider_id}-attempt-{n}") is not None:
+        names.append(f"{handle.provider_id}-attempt-{n}")
+        n += 1
+    names.append(handle.provider_id)
+    out = []
+    for name in names:
+        proc = engine.call("logs", name, check=False)
+        out.append(proc.stdout + proc.stderr)
+    return out
+
+
+def _last_lines(engine: engine_mod.Engine, name: str) -> str:
+    """The container's last error (or last line), and the command that shows its whole log."""
+    proc = engine.call("logs", "--tail", "200", name, check=False)
+    return failure.reason(failure.clean_lines(proc.stdout + proc.stderr), log=f"{engine.name} logs {name}")
 
 
 # ---------------------------------------------------------------------------- max_runtime

@@ -74,6 +74,35 @@ class SageMakerBackend(Backend):
                          output_uri=request.extra["model_artifact"].rsplit("/", 1)[0],
                          extra={**request.extra, "log_group": LOG_GROUP})
 
+    def resume(self, handle: JobHandle) -> JobHandle:
+        """A new attempt of a stopped or failed job: a training job `<job>-aN` with the same request (read back
+        with DescribeTrainingJob), so the same CheckpointConfig.S3Uri: SageMaker copies the checkpoints into
+        /opt/ml/checkpoints before the trainer starts, and it resumes from the newest complete one. (Managed spot
+        training resumes by itself after an interruption, in the same job: no resume is needed there.)"""
+        job = self._describe(handle)
+        state = job["TrainingJobStatus"]
+        if state not in ("Stopped", "Failed"):
+            raise errors.UserError(f"job {handle.job_name} is {state} on SageMaker; only a stopped or failed job "
+                                   "resumes.", hint=f"cancel it first (`ftlaunch cancel {handle.job_name}`), or wait")
+        attempt = int(handle.extra.get("attempt", 1)) + 1
+        suffix = f"-a{attempt}"
+        name = handle.job_name[:63 - len(suffix)] + suffix
+        payload = {key: job[key] for key in _create_fields() if key in job}
+        payload["TrainingJobName"] = name
+        region = handle.extra.get("region")
+        sm = self._client("sagemaker", region)
+        try:
+            arn = self._retry(lambda: sm.create_training_job(**payload)["TrainingJobArn"],
+                              before_retry=lambda: self._existing(name, region))
+        except Exception as exc:  # noqa: BLE001 - mapped below
+            if not _already_exists(exc) or self._existing(name, region) is None:
+                raise _user_error(exc, f"SageMaker did not accept attempt {attempt} of {handle.job_name}") from None
+            arn = self._existing(name, region)
+        output = payload["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+        return JobHandle(backend="sagemaker", job_name=handle.job_name, provider_id=arn, output_uri=f"{output}/{name}/output",
+                         extra={**handle.extra, "training_job_name": name, "attempt": attempt,
+                                "model_artifact": f"{output}/{name}/output/model.tar.gz"})
+
     def _existing(self, name: str, region: str | None) -> str | None:
         sm = self._client("sagemaker", region)
         try:
@@ -93,13 +122,31 @@ class SageMakerBackend(Backend):
                 body = item["content"].encode()
                 self._retry(lambda: s3.put_object(Bucket=bucket, Key=key, Body=body))
                 continue
+            base.check_unchanged(item)
             source = Path(item["source"])
             size = source.stat().st_size
             callback = _Progress(source.name, size, self.out) if size > PROGRESS_BYTES else None
             try:
-                self._retry(lambda: s3.upload_file(str(source), bucket, key, Callback=callback))
+                found = self._head(s3, bucket, key)
+                if base.uploaded_before(item, *found):
+                    print(base.REUSING.format(destination=item["destination"]), file=self.out, flush=True)
+                    continue
+                # one call to the final key: a large file goes up as a multipart upload, which S3 shows
+                # under the key only once CompleteMultipartUpload succeeds
+                extra = {"Metadata": {"sha256": item["sha256"]}} if "sha256" in item else None
+                self._retry(lambda: s3.upload_file(str(source), bucket, key, Callback=callback, ExtraArgs=extra))
             except Exception as exc:  # noqa: BLE001
                 raise _user_error(exc, f"uploading {source} to {item['destination']} failed") from None
+
+    def _head(self, s3: Any, bucket: str, key: str) -> tuple[int | None, dict[str, str] | None]:
+        """(size, metadata) of the object at key, or (None, None) if there is none."""
+        try:
+            head = self._retry(lambda: s3.head_object(Bucket=bucket, Key=key))
+        except Exception as exc:  # noqa: BLE001
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None, None
+            raise
+        return head["ContentLength"], head.get("Metadata") or {}
 
     # ------------------------------------------------------------------ status, logs, cancel
 
@@ -133,9 +180,9 @@ class SageMakerBackend(Backend):
     def _describe(self, handle: JobHandle) -> dict[str, Any]:
         sm = self._client("sagemaker", handle.extra.get("region"))
         try:
-            return self._retry(lambda: sm.describe_training_job(TrainingJobName=handle.job_name))
+            return self._retry(lambda: sm.describe_training_job(TrainingJobName=training_job(handle)))
         except Exception as exc:  # noqa: BLE001
-            raise _user_error(exc, f"cannot read SageMaker job {handle.job_name}") from None
+            raise _user_error(exc, f"cannot read SageMaker job {training_job(handle)}") from None
 
     def logs(self, handle: JobHandle, follow: bool = False) -> Iterator[str]:
         """Every CloudWatch stream of the job (one per instance, `<job>/algo-N-...`), in order; with follow,
@@ -144,7 +191,7 @@ class SageMakerBackend(Backend):
         tokens: dict[str, str | None] = {}
         while True:
             done = follow and self.status(handle).state.done  # read before draining: nothing is missed
-            streams = self._streams(logs, handle.job_name)
+            streams = self._streams(logs, training_job(handle))
             for stream in streams:
                 for line in self._drain(logs, stream, tokens):
                     yield f"[{stream.split('/', 1)[-1]}] {line}" if len(streams) > 1 else line
@@ -188,12 +235,12 @@ class SageMakerBackend(Backend):
             return
         sm = self._client("sagemaker", handle.extra.get("region"))
         try:
-            self._retry(lambda: sm.stop_training_job(TrainingJobName=handle.job_name))
+            self._retry(lambda: sm.stop_training_job(TrainingJobName=training_job(handle)))
         except Exception as exc:  # noqa: BLE001
             if _code(exc) == "ValidationException" and self._describe(handle)["TrainingJobStatus"] in (
                     "Completed", "Failed", "Stopped", "Stopping"):
                 return  # it ended between the two calls
-            raise _user_error(exc, f"SageMaker did not stop {handle.job_name}") from None
+            raise _user_error(exc, f"SageMaker did not stop {training_job(handle)}") from None
 
     # ------------------------------------------------------------------ fetch
 
@@ -290,6 +337,21 @@ def _already_exists(exc: BaseException) -> bool:
 def _last_message(job: dict[str, Any]) -> str | None:
     transitions = job.get("SecondaryStatusTransitions") or []
     return transitions[-1].get("StatusMessage") if transitions else None
+
+
+def training_job(handle: JobHandle) -> str:
+    """The SageMaker training job of the job's current attempt (the job's own name, or `<job>-aN` after a
+    resume)."""
+    return handle.extra.get("training_job_name") or handle.job_name
+
+
+def _create_fields() -> list[str]:
+    """CreateTrainingJob's request fields, from botocore's service model: what a resume copies from
+    DescribeTrainingJob (which returns those and more)."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return list(model.operation_model("CreateTrainingJob").input_shape.members)
 
 
 def _user_error(exc: BaseException, what: str) -> Exception:

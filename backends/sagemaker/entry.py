@@ -12,7 +12,7 @@ job's FailureReason). This module:
 - applies hyperparameters.json over the spec (so a tuning job or a console clone can change them);
 - reads secrets named in FTLAUNCH_SECRETS from AWS Secrets Manager into the trainer's environment only;
 - starts the trainer, under torchrun across hosts and GPUs when there are several;
-- writes the last lines of a failed trainer's output to /opt/ml/output/failure.
+- writes why a failed trainer failed (its last error, in one line) to /opt/ml/output/failure.
 
 SAGEMAKER_BASE_DIR relocates /opt/ml, as in sagemaker-training-toolkit (local runs and tests).
 """
@@ -28,9 +28,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ftlaunch.backends import failure
+
 DEFAULT_BASE = "/opt/ml"
 MASTER_PORT = "29500"
-FAILURE_LINES = 20
+FAILURE_LINES = 200  # the output kept to find the last error in
+LOG_LOCATION = "CloudWatch log group /aws/sagemaker/TrainingJobs; `ftlaunch logs JOB` prints it"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = job_spec(args.spec, base)
         env = {**os.environ, **toolkit_env(base), **secrets(os.environ)}
     except Exception as exc:  # noqa: BLE001 - whatever stops the job must reach FailureReason
-        return fail(base, [f"ftlaunch entry: {type(exc).__name__}: {exc}"])
+        return fail(base, f"ftlaunch entry: {type(exc).__name__}: {exc}", [])
     command = trainer_command(spec, env)
     return run(command, env, base)
 
@@ -115,16 +118,14 @@ def run(command: list[str], env: dict[str, str], base: str) -> int:
             tail.append(line.rstrip("\n"))
     code = child.wait()
     if code != 0:
-        return fail(base, [f"trainer exited with code {code}"] + list(tail))
+        return fail(base, f"trainer exited with code {code}", list(tail))
     return 0
 
 
-def fail(base: str, lines: list[str]) -> int:
-    """Writes /opt/ml/output/failure: the headline, then the trainer's `error:` lines or its last line
-    (a traceback's exception), then the rest of the tail; SageMaker keeps 1024 characters."""
-    head, tail = lines[0], lines[1:]
-    errors = [l for l in tail if l.startswith("error:")] or tail[-1:]
-    text = "\n".join([head + (": " + errors[0] if errors else ""), *errors[1:], *tail[:-1]])
+def fail(base: str, headline: str, tail: list[str]) -> int:
+    """Writes /opt/ml/output/failure, which SageMaker shows as FailureReason (1024 characters at most): the
+    headline, the trainer's last error in one line, and where the whole output is."""
+    text = failure.reason(tail, headline, log=LOG_LOCATION)
     print(text, file=sys.stderr, flush=True)
     out = Path(base, "output")
     out.mkdir(parents=True, exist_ok=True)

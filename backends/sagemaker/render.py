@@ -1,6 +1,8 @@
 """Turns a plan into the CreateTrainingJob request (boto3's shape, validated against botocore's SageMaker
 service model in the tests) plus the files to put on S3 first. Pure: everything comes from the plan.
 
+How data reaches the job: local files are uploaded and become input channels; an s3:// dataset or model is a
+channel of its own (SageMaker copies it into /opt/ml/input/data/<channel> before the trainer starts).
 How the spec reaches the job: the resolved spec, with local paths replaced by their places in the job,
 is uploaded as the one file of the `spec` input channel and the entry reads
 `--spec /opt/ml/input/data/spec/spec.json`. SageMaker caps environment values at 512 characters and
@@ -32,8 +34,13 @@ def render(plan: Any) -> base.JobRequest:
     offer = plan.offer
     job = plan.job_name
     root = f"s3://{ctx['bucket']}/{ctx['prefix']}/jobs/{job}"
-    refs, uploads, mounts = base.place_inputs(ctx["inputs"], remote=lambda ch: f"{root}/input/{ch}/",
-                                              in_job=lambda ch: f"{BASE_DIR}/input/data/{ch}")
+    # local inputs go under a digest of their bytes, shared by every job in the bucket and prefix
+    refs, uploads, mounts = base.place_inputs(ctx["inputs"], store=f"s3://{ctx['bucket']}/{ctx['prefix']}/inputs/",
+                                              in_job=lambda ch, _: f"{BASE_DIR}/input/data/{ch}")
+    for channel, info in ctx["inputs"].items():
+        if info["kind"] == "uri" and info["ref"].startswith("s3://"):  # data (or a model) already in S3: a channel
+            mounts[channel] = info["ref"]
+            refs[channel] = in_channel(channel, info["ref"])
     spec_json = base.job_spec(plan.spec.to_json(), refs)
     uploads.insert(0, {"content": json.dumps(spec_json, indent=2, sort_keys=True),
                        "destination": f"{root}/input/spec/spec.json"})
@@ -104,6 +111,15 @@ def image(plan: Any) -> str:
     """The trainer image: plan.image (`--image`), else the one settings resolved at plan time: the per-backend
     image setting, or `<registry>/ftlaunch-trainer:<tag>` (the content tag, the same on every cloud)."""
     return plan.image or plan.context["image"]
+
+
+def in_channel(channel: str, uri: str) -> str:
+    """Where an S3 object or prefix given as a channel is inside the job: SageMaker copies the objects under the
+    prefix into /opt/ml/input/data/<channel>, keyed from the prefix, so a file (a key with a suffix) lands under
+    its own name and a prefix becomes the folder."""
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    folder = f"{BASE_DIR}/input/data/{channel}"
+    return f"{folder}/{name}" if "." in name and not uri.endswith("/") else folder
 
 
 def _channel(name: str, uri: str) -> dict[str, Any]:

@@ -62,6 +62,12 @@ def secret_values(names: list[str], env: dict[str, str] | os._Environ) -> dict[s
 
 class SkyPilotBackend(Backend):
     name = "skypilot"
+    # SkyPilot's managed jobs recover by themselves: after a spot preemption (job_recovery FAILOVER) and, with
+    # FTLAUNCH_SKYPILOT_MAX_RESTARTS, after errors, the same job restarts and the trainer resumes from the
+    # checkpoints in the job's bucket. A job that ended for good is not restarted by ftlaunch.
+    RESUME_HINT = ("SkyPilot restarts a managed job by itself after a preemption (and after errors, up to "
+                   "FTLAUNCH_SKYPILOT_MAX_RESTARTS times), resuming from the checkpoints in its bucket; for a job "
+                   "that ended, launch the spec again")
 
     def __init__(self, sdk: Any = None, storage: dict[str, Any] | None = None, out=None):
         """`sdk`: the `sky` module (imported on use); `storage`: clients for fetch by scheme ("s3", "gs")."""

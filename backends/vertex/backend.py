@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,32 @@ class VertexBackend(Backend):
         return JobHandle(backend="vertex", job_name=request.job_name, provider_id=name,
                          output_uri=request.extra["model_dir"], extra=dict(request.extra))
 
+    def resume(self, handle: JobHandle) -> JobHandle:
+        """A new attempt of a cancelled or failed job: a CustomJob `<job>-aN` with the same job spec, so the same
+        baseOutputDirectory and AIP_CHECKPOINT_DIR, where the trainer finds its newest complete checkpoint."""
+        old = self._get(handle)
+        state = old.state.name
+        if state not in ("JOB_STATE_CANCELLED", "JOB_STATE_FAILED", "JOB_STATE_EXPIRED"):
+            raise errors.UserError(f"job {handle.job_name} is {state} on Vertex AI; only a cancelled, failed or "
+                                   "expired job resumes.",
+                                   hint=f"cancel it first (`ftlaunch cancel {handle.job_name}`), or wait")
+        attempt = int(handle.extra.get("attempt", 1)) + 1
+        display = f"{handle.job_name}-a{attempt}"
+        aiplatform_v1 = _aiplatform()
+        job = aiplatform_v1.CustomJob(display_name=display, job_spec=old.job_spec, labels=dict(old.labels))
+        region = handle.extra["region"]
+        client = self._job_client(region)
+        parent = f"projects/{handle.extra['project']}/locations/{region}"
+        name = self._existing(parent, display)
+        if name is None:
+            try:
+                name = self._retry(lambda: client.create_custom_job(parent=parent, custom_job=job).name,
+                                   before_retry=lambda: self._existing(parent, display))
+            except Exception as exc:  # noqa: BLE001
+                raise _user_error(exc, f"Vertex AI did not accept attempt {attempt} of {handle.job_name}") from None
+        return JobHandle(backend="vertex", job_name=handle.job_name, provider_id=name, output_uri=handle.output_uri,
+                         extra={**handle.extra, "attempt": attempt})
+
     def _existing(self, parent: str, display_name: str) -> str | None:
         client = self._job_client(parent.split("/")[3])
         pages = self._retry(lambda: list(client.list_custom_jobs(
@@ -98,11 +125,19 @@ class VertexBackend(Backend):
                 if "content" in item:
                     self._retry(lambda: blob.upload_from_string(item["content"], content_type="application/json"))
                     continue
+                base.check_unchanged(item)
+                found = self._retry(lambda: storage.bucket(bucket).get_blob(key))
+                if base.uploaded_before(item, *((found.size, found.metadata) if found else (None, None))):
+                    print(base.REUSING.format(destination=item["destination"]), file=self.out, flush=True)
+                    continue
                 size = Path(item["source"]).stat().st_size
                 if size > PROGRESS_BYTES:
                     print(f"uploading {item['source']} ({size / 1e6:,.1f} MB) to {item['destination']}",
                           file=self.out, flush=True)
-                    blob.chunk_size = 8 << 20  # resumable upload in 8 MB parts
+                    # a resumable upload in 8 MB parts: GCS shows the object only after its last part
+                    blob.chunk_size = 8 << 20
+                if "sha256" in item:
+                    blob.metadata = {"sha256": item["sha256"]}
                 self._retry(lambda: blob.upload_from_filename(item["source"]))
             except Exception as exc:  # noqa: BLE001
                 raise _user_error(exc, f"uploading to {item['destination']} failed") from None
@@ -255,12 +290,21 @@ class _HttpError(Exception):
         self.status = status
 
 
+# A 429 RESOURCE_EXHAUSTED is a request rate (retried) unless it names the training resources themselves:
+# "The following quota metrics exceed quota limits: aiplatform.googleapis.com/custom_model_training_nvidia_a100_gpus",
+# or a zone out of that GPU.
+_RESOURCE_REFUSAL = re.compile(r"exceed quota limits|custom_model_training|stockout|ZONE_RESOURCE_POOL_EXHAUSTED",
+                               re.IGNORECASE)
+
+
 def retryable(exc: BaseException) -> bool:
     """429, 5xx, deadline and connection failures from google-api-core, google-cloud-storage or requests."""
     try:
         from google.api_core import exceptions as gx
     except ImportError:
         return False
+    if isinstance(exc, (gx.TooManyRequests, gx.ResourceExhausted)) and _RESOURCE_REFUSAL.search(str(exc)):
+        return False  # no GPUs (quota, stockout) for this offer: waiting seconds won't help; a launch fails over
     if isinstance(exc, (gx.TooManyRequests, gx.ResourceExhausted, gx.ServerError, gx.DeadlineExceeded,
                         gx.ServiceUnavailable)):
         return True

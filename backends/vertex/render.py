@@ -26,8 +26,9 @@ def render(plan: Any) -> base.JobRequest:
     job = plan.job_name
     root_path = f"{ctx['bucket']}/{ctx['prefix']}/jobs/{job}"
     root = f"gs://{root_path}"
-    refs, uploads, _ = base.place_inputs(ctx["inputs"], remote=lambda ch: f"{root}/input/{ch}/",
-                                         in_job=lambda ch: f"{GCS_MOUNT}/{root_path}/input/{ch}")
+    # local inputs go under a digest of their bytes, shared by every job in the bucket and prefix
+    refs, uploads, _ = base.place_inputs(ctx["inputs"], store=f"gs://{ctx['bucket']}/{ctx['prefix']}/inputs/",
+                                         in_job=lambda ch, folder: f"{GCS_MOUNT}/{folder[5:].rstrip('/')}")
     for channel, info in ctx["inputs"].items():
         if info["kind"] == "uri" and info["ref"].startswith("gs://"):
             refs[channel] = f"{GCS_MOUNT}/{info['ref'][5:]}"  # read through the mount

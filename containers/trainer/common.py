@@ -61,15 +61,13 @@ def quantization(job: Job) -> Any:
     if job.spec.technique is not Technique.QLORA:
         return None
     import torch
-    from transformers import BitsAndBytesConfig
 
     s = job.spec.technique_settings
     compute = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}.get(
         s.compute_dtype) or (torch.bfloat16 if job.precision == "bf16" else
                              torch.float16 if job.precision == "fp16" else torch.float32)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=s.quant_type,
-                              bnb_4bit_use_double_quant=s.double_quant, bnb_4bit_compute_dtype=compute,
-                              llm_int8_skip_modules=["score", "classifier", "lm_head"])
+    sharded = job.world_size > 1 and _strategy(job) == "fsdp"
+    return loading.bnb_config(s, compute, sharded=sharded)
 
 
 def load_base(job: Job, tokenizer: Any, num_labels: int | None = None, label_names: list[str] | None = None) -> Any:
@@ -289,16 +287,17 @@ def summary(job: Job, model: Any, result: Any, **metrics: Any) -> dict[str, Any]
 
 
 def load_rows(job: Job) -> Any:
-    """The training rows (columns renamed per the spec, capped at max_samples)."""
+    """The training rows (columns renamed per the spec, capped at max_samples), every one checked."""
     from ftlaunch.containers.trainer import data
 
     spec = job.spec
-    ds = data.load_split(spec.dataset.path, spec.dataset.split, data_dir=job.paths.data_dir)
+    ds = data.load_split(spec.dataset.path, spec.dataset.split, data_dir=job.paths.data_dir, spec=spec)
     ds = data.rename_columns(ds, spec.dataset.columns)
     if spec.dataset.max_samples:
         ds = ds.select(range(min(spec.dataset.max_samples, len(ds))))
     if len(ds) == 0:
         raise errors.UserError(f"dataset {spec.dataset.path} has no rows.")
+    data.check_rows(ds, spec, spec.dataset.path, job.paths.data_dir)
     return ds
 
 
@@ -308,8 +307,10 @@ def load_eval_rows(job: Job) -> Any:
     spec = job.spec
     if not spec.dataset.eval_path:
         return None
-    ds = data.load_split(spec.dataset.eval_path, data_dir=job.paths.data_dir)
-    return data.rename_columns(ds, spec.dataset.columns)
+    ds = data.load_split(spec.dataset.eval_path, data_dir=job.paths.data_dir, spec=spec)
+    ds = data.rename_columns(ds, spec.dataset.columns)
+    data.check_rows(ds, spec, spec.dataset.eval_path, job.paths.data_dir)
+    return ds
 
 
 def split(job: Job, rows: Any, eval_rows: Any) -> tuple[Any, Any]:

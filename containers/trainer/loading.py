@@ -126,12 +126,7 @@ def load_trained(spec: Any, weights: str, dtype: Any = None) -> Any:
     if (folder / "adapter_config.json").is_file() or adapters.is_adapter_folder(folder):
         quantization = None
         if spec.technique is Technique.QLORA:
-            from transformers import BitsAndBytesConfig
-
-            s = spec.technique_settings
-            quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=s.quant_type,
-                                              bnb_4bit_use_double_quant=s.double_quant, bnb_4bit_compute_dtype=dtype,
-                                              llm_int8_skip_modules=["score", "classifier", "lm_head"])
+            quantization = bnb_config(spec.technique_settings, dtype)
         num_labels = _saved_num_labels(folder, spec)
         base = load_model(models.resolve(spec.model), spec.task, spec.technique, dtype, num_labels=num_labels,
                           quantization=quantization)
@@ -166,3 +161,15 @@ def _saved_num_labels(folder: Any, spec: Any) -> int | None:
                     if any(h in key for h in ("score", "classifier")) and key.endswith("weight"):
                         return f.get_slice(key).get_shape()[0]
     return 1
+
+
+def bnb_config(settings: Any, compute: Any, sharded: bool = False) -> Any:
+    """bitsandbytes 4-bit settings for QLoRA (NF4 by default). Sharded by FSDP, the packed 4-bit weights are
+    stored in the compute dtype (bnb_4bit_quant_storage), so that FSDP can flatten them with the model's other
+    parameters into uniform shards (the FSDP-QLoRA recipe); otherwise they stay uint8."""
+    from transformers import BitsAndBytesConfig
+
+    extra = {"bnb_4bit_quant_storage": compute} if sharded else {}
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=settings.quant_type,
+                              bnb_4bit_use_double_quant=settings.double_quant, bnb_4bit_compute_dtype=compute,
+                              llm_int8_skip_modules=["score", "classifier", "lm_head"], **extra)

@@ -67,7 +67,18 @@ def train(spec: spec_mod.Spec, paths: contract.Paths, guard: checkpoints.Guard |
     out = Path(paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     Path(paths.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-    resume_from = checkpoints.latest(paths.checkpoint_dir)
+    if world_size > 1:
+        import torch
+        from accelerate import PartialState
+
+        if not torch.cuda.is_available():
+            # accelerate names the CPU "cpu:0" when several processes run, and a resume then fails in
+            # transformers' torch.load(optimizer.pt, map_location="cpu:0"), which torch refuses
+            os.environ.setdefault("ACCELERATE_TORCH_DEVICE", "cpu")
+        PartialState()  # the process group (the Trainer reuses it), so that the ranks agree on the resume step
+    resume_from = checkpoints.resume_point(paths.checkpoint_dir)
+    if rank != 0 and resume_from is not None:
+        outputs.log(f"rank {rank}: resuming from step {checkpoints.step_of(resume_from)}")
     if rank == 0:
         checkpoints.clean_staging(paths.checkpoint_dir)
         (out / "manifest.json").unlink(missing_ok=True)

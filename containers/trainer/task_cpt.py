@@ -16,7 +16,7 @@ def run(job: common.Job) -> dict[str, Any]:
     settings = spec.task_settings
     tokenizer = loading.load_tokenizer(job.ref)
     raw = common.load_rows(job)
-    fmt = data.detect_format(raw.column_names, spec.dataset.format)
+    fmt = data.detect_format(raw.column_names, spec.dataset.format, spec.task)
     rows = data.to_text(raw, fmt)
     eval_raw = common.load_eval_rows(job)
     eval_rows = data.to_text(eval_raw, fmt) if eval_raw is not None else None

@@ -27,7 +27,8 @@ def run(job: common.Job) -> dict[str, Any]:
     tokenizer = loading.load_tokenizer(job.ref)
     chat = bool(getattr(tokenizer, "chat_template", None))
     raw = common.load_rows(job)
-    fmt = data.detect_format(raw.column_names, spec.dataset.format) if "prompt" not in raw.column_names else "prompt"
+    fmt = "prompt" if "prompt" in raw.column_names else \
+        data.detect_format(raw.column_names, spec.dataset.format, spec.task)
     rows = data.to_prompts(raw, fmt, chat)
     eval_raw = common.load_eval_rows(job)
     eval_rows = data.to_prompts(eval_raw, fmt, chat) if eval_raw is not None else None

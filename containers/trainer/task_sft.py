@@ -20,7 +20,7 @@ def run(job: common.Job) -> dict[str, Any]:
     chat = bool(getattr(tokenizer, "chat_template", None))
 
     raw = common.load_rows(job)
-    fmt = data.detect_format(raw.column_names, spec.dataset.format)
+    fmt = data.detect_format(raw.column_names, spec.dataset.format, spec.task)
     rows = data.to_prompt_completion(raw, fmt, chat)
     eval_raw = common.load_eval_rows(job)
     eval_rows = data.to_prompt_completion(eval_raw, fmt, chat) if eval_raw is not None else None

@@ -43,3 +43,36 @@ def check_ran_in_image_then_fetch(env: dict[str, str], cloud: str, job: str, ran
     assert json.loads((dest / "summary.json").read_text())["steps"] == 6
     again = ftlaunch(env, "--cloud", cloud, "--detach", spec)
     assert "nothing built" in again.stderr and "pushed" not in again.stderr, again.stderr
+
+
+def check_relaunch_uploads_nothing(env: dict[str, str], cloud: str, spec, data, inputs) -> None:
+    """Content-addressed uploads, through the CLI and the provider's SDK against its emulator: a second launch
+    of the same spec uploads no input again (every object under <prefix>/inputs/ is the same object, and the
+    launch says it reuses each), and one changed byte in the dataset uploads exactly one new object, under a
+    new digest. `inputs()` lists {object name: what changes when it is written again} under the inputs prefix."""
+    def launch() -> subprocess.CompletedProcess:
+        proc = ftlaunch(env, "--cloud", cloud, "--detach", "--json", *HOST_IMAGE, "--set",
+                        "hyperparameters.max_steps=100000", str(spec))
+        ftlaunch(env, "cancel", json.loads(proc.stdout)["job"])  # only the uploads matter here
+        return proc
+
+    launch()
+    first = inputs()
+    assert any(name.endswith(f"/{data.name}") for name in first), first
+    assert all("/inputs/sha256-" in name for name in first), first
+
+    again = launch()
+    assert inputs() == first  # no object written again, none added
+    reused = [line for line in again.stderr.splitlines() if line.startswith("reusing ")]
+    assert len(reused) == len(first) and all(line.endswith("(same bytes, uploaded before)") for line in reused), \
+        again.stderr
+
+    text = data.read_text()
+    at = text.index("spring")  # one byte inside a value, same size, still a valid row
+    data.write_text(text[:at] + "S" + text[at + 1:])
+    changed = launch()
+    now = inputs()
+    added = set(now) - set(first)
+    assert len(added) == 1 and added.pop().endswith(f"/{data.name}"), (first, now)
+    assert {k: v for k, v in now.items() if k in first} == first  # the model and the old data stay as they were
+    assert len([line for line in changed.stderr.splitlines() if line.startswith("reusing ")]) == len(first) - 1

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import golden_files
-from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, ftlaunch, wait_for
+from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, check_relaunch_uploads_nothing, ftlaunch, wait_for
 import pytest
 import yaml
 
@@ -217,6 +217,41 @@ def test_cancel_stops_the_job(azureml, tiny_spec, ftlaunch_home):
     assert cancels() == 1
 
 
+@pytest.mark.slow
+def test_a_cancelled_job_resumes_as_a_new_job_from_its_checkpoints_output(azureml, tiny_spec, tmp_path,
+                                                                           ftlaunch_home):
+    env = cli_env(azureml, ftlaunch_home)
+    steps = 40
+    text = tiny_spec.read_text().replace("max_steps: 6", f"max_steps: {steps}\n  save_steps: 4")
+    tiny_spec.write_text(text.replace("eval_split: 0.25", "eval_split: 0"))
+    job = json.loads(ftlaunch(env, "--cloud", "azureml", "--detach", "--json", *HOST_IMAGE, str(tiny_spec)).stdout)["job"]
+    deadline = time.monotonic() + 240
+    while not list(azureml.workdir.glob("azureml-*/outputs/checkpoints/checkpoint-*/COMPLETE")):
+        assert time.monotonic() < deadline, ftlaunch(env, "logs", job).stdout
+        time.sleep(0.5)
+    ftlaunch(env, "cancel", job)
+    assert wait_for(env, job, {"CANCELLED", "FAILED", "SUCCEEDED"})["state"] == "CANCELLED"
+    uri = azureml.jobs[job]["properties"]["outputs"]["checkpoints"]["uri"]
+    saved = max(int(rel.split("checkpoint-")[1].split("/")[0]) for rel, _ in azureml.datastore_files(uri)
+                if rel.endswith("/COMPLETE"))
+    assert saved < steps, "the job finished before it was cancelled: give it more steps"
+
+    ftlaunch(env, "resume", job, "--detach")
+    status = wait_for(env, job, {"SUCCEEDED", "FAILED", "CANCELLED"}, timeout=300)
+    log = ftlaunch(env, "logs", job).stdout
+    assert status["state"] == "SUCCEEDED", log
+    assert f"(step {saved})" in log  # attempt 2's own log
+    second = azureml.jobs[f"{job}-a2"]["properties"]
+    assert second["outputs"] == azureml.jobs[job]["properties"]["outputs"]
+    assert second["command"] == azureml.jobs[job]["properties"]["command"]
+    dest = tmp_path / "fetched"
+    assert "verified" in ftlaunch(env, "fetch", job, "--dest", str(dest)).stdout
+    summary = json.loads((dest / "summary.json").read_text())
+    assert summary["steps"] == steps and summary["resumed_from_step"] == saved
+    one, two = json.loads(ftlaunch(env, "show", job).stdout)["attempts"]
+    assert (one["provider_id"], two["provider_id"]) == (job, f"{job}-a2")
+
+
 def test_retries_throttling_and_5xx_and_never_creates_a_second_job(azureml, monkeypatch):
     from ftlaunch.backends.azureml.backend import AzureMLBackend
 
@@ -262,3 +297,19 @@ def test_check_row_names_each_missing_setting_and_is_ready_when_configured(tmp_p
                   "FTLAUNCH_AZURE_SUBSCRIPTION": "sub", "FTLAUNCH_AZURE_RESOURCE_GROUP": "rg",
                   "FTLAUNCH_AZURE_WORKSPACE": "ws", "FTLAUNCH_AZURE_COMPUTE": "gpu", "FTLAUNCH_ACR_REGISTRY": "r.azurecr.io"}
     assert next(r for r in check.gather(configured) if r["backend"] == "azureml")["ready"]
+
+
+@pytest.mark.slow
+def test_relaunch_uploads_nothing_and_a_changed_byte_uploads_once(azureml, tiny_spec, alpaca_file, ftlaunch_home):
+    from emulators.azureml import DATASTORES
+
+    env = {**cli_env(azureml, ftlaunch_home), "FTLAUNCH_AZURE_PREFIX": "upload-cache"}
+    container = DATASTORES["workspaceblobstore"]
+
+    def inputs() -> dict[str, tuple]:
+        with azureml.lock:
+            return {name: (azureml.blob_writes[(c, name)], azureml.blob_metadata[(c, name)].get("sha256"))
+                    for (c, name) in azureml.blobs if c == container and name.startswith("upload-cache/inputs/")}
+
+    check_relaunch_uploads_nothing(env, "azureml", tiny_spec, alpaca_file, inputs)
+    assert all(sha for _, sha in inputs().values())  # each input carries its sha256, checked on reuse

@@ -90,3 +90,23 @@ def test_failed_job_reports_the_reason(tiny_spec, tmp_path):
     assert "is empty" in status["reason"]
     fetched = ftlaunch("fetch", job, check=False)
     assert fetched.returncode == 2 and "no complete outputs" in fetched.stderr
+
+
+def test_a_failed_jobs_reason_is_its_last_error_and_the_logs_path(tiny_spec, tmp_path):
+    """A dataset the job cannot read (the pre-flight skipped): the followed launch exits 1, and the launch,
+    `status` and `show` give the trainer's one-line error and where the full log is, no traceback lines."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\nnot json at all\n')
+    launched = ftlaunch("--cloud", "local", "--runtime", "process", "--skip-preflight", "--set",
+                        f"dataset.path={bad}", str(tiny_spec), check=False, timeout=240)
+    assert launched.returncode == 1, launched.stdout + launched.stderr
+    record = jobs.JobStore().latest()
+    status = json.loads(ftlaunch("status", record.id, "--json").stdout)
+    log = Path(record.handle.extra["log_file"])
+    assert status["state"] == "FAILED"
+    # the trainer's UserError line (file:row), not the datasets library's line above it
+    assert status["reason"].startswith(f"{bad}:2: not valid JSON"), status["reason"]
+    assert status["reason"].endswith(f"(full log: {log})") and " | " not in status["reason"]
+    assert "Traceback" not in status["reason"] and "File \"" not in status["reason"]
+    for shown in (launched.stdout, ftlaunch("status", record.id).stdout, ftlaunch("show", record.id).stdout):
+        assert f"{bad}:2: not valid JSON" in shown and str(log) in shown, shown

@@ -91,6 +91,34 @@ def test_cancel_is_docker_stop(tiny_spec, docker_env):  # noqa: F811
 
 
 @pytest.mark.slow
+def test_a_cancelled_container_job_resumes_from_its_checkpoint(tiny_spec, docker_env):  # noqa: F811
+    steps = 40
+    text = tiny_spec.read_text().replace("max_steps: 6", f"max_steps: {steps}\n  save_steps: 4")
+    tiny_spec.write_text(text.replace("eval_split: 0.25", "eval_split: 0"))
+    job = json.loads(ftlaunch("--cloud", "local", "--runtime", "docker", "--detach", "--json", str(tiny_spec),
+                              env=docker_env).stdout)["job"]
+    checkpoints = job_dir(job) / "checkpoints"
+    deadline = time.monotonic() + 240
+    while not list(checkpoints.glob("checkpoint-*/COMPLETE")):
+        assert time.monotonic() < deadline, ftlaunch("logs", job, env=docker_env).stdout
+        time.sleep(0.5)
+    ftlaunch("cancel", job, env=docker_env)
+    assert wait_for(job, {"CANCELLED"}, docker_env)["state"] == "CANCELLED"
+    saved = max(int(p.parent.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*/COMPLETE"))
+    assert saved < steps, "the job finished before it was cancelled: give it more steps"
+
+    ftlaunch("resume", job, "--detach", env=docker_env)
+    status = wait_for(job, {"SUCCEEDED", "FAILED", "CANCELLED"}, docker_env)
+    assert status["state"] == "SUCCEEDED", ftlaunch("logs", job, env=docker_env).stdout
+    assert f"(step {saved})" in ftlaunch("logs", job, env=docker_env).stdout  # the new container resumed
+    first, second = json.loads(ftlaunch("show", job, env=docker_env).stdout)["attempts"]
+    assert first["last_step"] is not None and first["last_step"] < steps
+    assert second["first_step"] == saved + 1 and second["last_step"] == steps
+    engine = engine_mod.Engine(name="docker", binary="docker", env={**os.environ, **docker_env})
+    assert engine.container_state(local_docker.container_name(job) + "-attempt-1")["Status"] == "exited"
+
+
+@pytest.mark.slow
 def test_max_runtime_stops_the_container(tiny_spec, docker_env):  # noqa: F811
     job = json.loads(ftlaunch("--cloud", "local", "--runtime", "docker", "--detach", "--json",
                               "--set", "hyperparameters.max_steps=100000", "--set", "resources.max_runtime=8",

@@ -110,7 +110,8 @@ def test_a_failing_trainer_reason_is_its_error_line(tmp_path):
     program = "raise ValueError('row 7: label is empty')"
     backend, handle, _ = submit(tmp_path, program)
     wait(lambda: ended(backend, handle), what="the job to end")
-    assert backend.status(handle).reason == "ValueError: row 7: label is empty"
+    reason = backend.status(handle).reason
+    assert reason == f"ValueError: row 7: label is empty (full log: {handle.extra['log_file']})", reason
 
 
 def test_the_trainer_gets_an_allow_list_and_the_named_secrets(tmp_path, monkeypatch):

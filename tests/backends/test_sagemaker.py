@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import golden_files
-from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, ftlaunch, wait_for
+from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, check_relaunch_uploads_nothing, ftlaunch, wait_for
 import pytest
 
 from ftlaunch import errors
@@ -131,6 +131,23 @@ def test_launch_runs_trainer_then_status_logs_fetch(sagemaker, tiny_spec, tmp_pa
 
 
 @pytest.mark.slow
+def test_a_dataset_already_in_s3_reaches_the_job_as_a_channel(sagemaker, tiny_spec, alpaca_file, ftlaunch_home):
+    env = cli_env(sagemaker, ftlaunch_home)
+    sagemaker.s3.upload_file(str(alpaca_file), "ftlaunch-test", "datasets/tiny/train.jsonl")
+    uri = "s3://ftlaunch-test/datasets/tiny/train.jsonl"
+    job = json.loads(ftlaunch(env, "--cloud", "sagemaker", "--detach", "--json", *HOST_IMAGE, "--set",
+                              f"dataset.path={uri}", str(tiny_spec)).stdout)["job"]
+    status = wait_for(env, job, {"SUCCEEDED", "FAILED"})
+    assert status["state"] == "SUCCEEDED", ftlaunch(env, "logs", job).stdout
+    created = sagemaker.bodies[job]
+    [train] = [c for c in created["InputDataConfig"] if c["ChannelName"] == "train"]
+    assert train["DataSource"]["S3DataSource"]["S3Uri"] == uri  # read where it is: nothing uploaded again
+    spec_key = created["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"][len("s3://ftlaunch-test/"):]
+    job_spec = json.loads(sagemaker.s3.get_object(Bucket="ftlaunch-test", Key=spec_key + "spec.json")["Body"].read())
+    assert job_spec["dataset"]["path"] == "/opt/ml/input/data/train/train.jsonl"
+
+
+@pytest.mark.slow
 def test_launch_runs_the_image_from_the_registry(sagemaker, job_image, dockerd, tiny_spec, tmp_path, ftlaunch_home):
     """launch -> the image is found in the registry -> the emulator pulls and runs it as SageMaker does ->
     model.tar.gz in S3 -> SUCCEEDED -> fetch verifies; a relaunch builds and pushes nothing."""
@@ -179,6 +196,49 @@ def test_cancel_stops_the_job(sagemaker, tiny_spec, ftlaunch_home):
     assert len(sagemaker.proxy.calls("StopTrainingJob")) == 1
     ftlaunch(env, "cancel", job)  # an ended job: silent, and no second StopTrainingJob
     assert len(sagemaker.proxy.calls("StopTrainingJob")) == 1
+
+
+@pytest.mark.slow
+def test_a_stopped_job_resumes_as_a_new_training_job_from_its_s3_checkpoints(sagemaker, tiny_spec, tmp_path,
+                                                                              ftlaunch_home):
+    env = cli_env(sagemaker, ftlaunch_home)
+    steps = 40
+    text = tiny_spec.read_text().replace("max_steps: 6", f"max_steps: {steps}\n  save_steps: 4")
+    tiny_spec.write_text(text.replace("eval_split: 0.25", "eval_split: 0"))
+    job = json.loads(ftlaunch(env, "--cloud", "sagemaker", "--detach", "--json", *HOST_IMAGE, str(tiny_spec)).stdout)["job"]
+    deadline = time.monotonic() + 240
+    while job not in sagemaker.bodies:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    bucket, _, prefix = sagemaker.bodies[job]["CheckpointConfig"]["S3Uri"][5:].partition("/")
+
+    def saved_steps() -> set[int]:
+        keys = [o["Key"] for o in sagemaker.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+        return {int(k.split("checkpoint-")[1].split("/")[0]) for k in keys if k.endswith("/COMPLETE")}
+
+    while not saved_steps():  # the emulator uploads /opt/ml/checkpoints as SageMaker does, while the job runs
+        assert time.monotonic() < deadline, ftlaunch(env, "logs", job).stdout
+        time.sleep(0.5)
+    ftlaunch(env, "cancel", job)
+    assert wait_for(env, job, {"CANCELLED", "FAILED", "SUCCEEDED"})["state"] == "CANCELLED"
+    saved = max(saved_steps())  # the SIGTERM checkpoint too, uploaded as the job ended
+    assert saved < steps, "the job finished before it was cancelled: give it more steps"
+
+    ftlaunch(env, "resume", job, "--detach")
+    status = wait_for(env, job, {"SUCCEEDED", "FAILED", "CANCELLED"}, timeout=300)
+    log = ftlaunch(env, "logs", job).stdout
+    assert status["state"] == "SUCCEEDED", log
+    assert f"(step {saved})" in log  # attempt 2's own log: "resuming from .../checkpoint-N (step N)"
+    second = sagemaker.bodies[f"{job}-a2"]  # a new training job with the same request, read back from SageMaker
+    first = sagemaker.bodies[job]
+    for key in ("CheckpointConfig", "Environment", "InputDataConfig", "OutputDataConfig", "AlgorithmSpecification"):
+        assert second[key] == first[key], key
+    dest = tmp_path / "fetched"
+    assert "verified" in ftlaunch(env, "fetch", job, "--dest", str(dest)).stdout
+    summary = json.loads((dest / "summary.json").read_text())
+    assert summary["steps"] == steps and summary["resumed_from_step"] == saved
+    one, two = json.loads(ftlaunch(env, "show", job).stdout)["attempts"]
+    assert one["provider_id"].endswith(f"training-job/{job}") and two["provider_id"].endswith(f"training-job/{job}-a2")
 
 
 def test_retries_throttling_and_5xx_and_never_creates_a_second_job(sagemaker, tmp_path):
@@ -251,3 +311,14 @@ def test_check_reports_what_each_cloud_backend_misses(sagemaker, tmp_path):
     assert not vertex["FTLAUNCH_GCS_BUCKET"]["ok"] and "export FTLAUNCH_GCS_BUCKET" in vertex["FTLAUNCH_GCS_BUCKET"]["fix"]
     rows = {r["backend"]: r for r in check.gather({**sagemaker.env(), "FTLAUNCH_HOME": str(home)})}
     assert all(i["ok"] for i in rows["sagemaker"]["items"] if i["what"].startswith("FTLAUNCH_"))
+
+
+@pytest.mark.slow
+def test_relaunch_uploads_nothing_and_a_changed_byte_uploads_once(sagemaker, tiny_spec, alpaca_file, ftlaunch_home):
+    env = {**cli_env(sagemaker, ftlaunch_home), "FTLAUNCH_S3_PREFIX": "upload-cache"}
+
+    def inputs() -> dict[str, tuple]:
+        listed = sagemaker.s3.list_objects_v2(Bucket=env["FTLAUNCH_S3_BUCKET"], Prefix="upload-cache/inputs/")
+        return {o["Key"]: (o["ETag"], o["LastModified"]) for o in listed.get("Contents", [])}
+
+    check_relaunch_uploads_nothing(env, "sagemaker", tiny_spec, alpaca_file, inputs)

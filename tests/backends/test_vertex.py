@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import golden_files
-from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, ftlaunch, wait_for
+from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, check_relaunch_uploads_nothing, ftlaunch, wait_for
 import pytest
 
 from ftlaunch import errors
@@ -26,6 +26,7 @@ from ftlaunch.backends import get
 from ftlaunch.backends.base import State
 
 from emulators import common
+from emulators.vertex import BUCKET
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -172,6 +173,41 @@ def test_cancel_stops_the_job(vertex, tiny_spec, ftlaunch_home):
     assert cancels() == 1
 
 
+@pytest.mark.slow
+def test_a_cancelled_job_resumes_as_a_new_custom_job_from_its_checkpoints(vertex, tiny_spec, tmp_path,
+                                                                           ftlaunch_home):
+    env = cli_env(vertex, ftlaunch_home)
+    steps = 40
+    text = tiny_spec.read_text().replace("max_steps: 6", f"max_steps: {steps}\n  save_steps: 4")
+    tiny_spec.write_text(text.replace("eval_split: 0.25", "eval_split: 0"))
+    launched = json.loads(ftlaunch(env, "--cloud", "vertex", "--detach", "--json", *HOST_IMAGE, str(tiny_spec)).stdout)
+    job = launched["job"]
+    deadline = time.monotonic() + 240
+    # the checkpoints the job writes under its /gcs mount (Cloud Storage FUSE: in the bucket as they are written)
+    while not list(vertex.workdir.glob(f"gcs-*/**/jobs/{job}/**/checkpoint-*/COMPLETE")):
+        assert time.monotonic() < deadline, ftlaunch(env, "logs", job).stdout
+        time.sleep(0.5)
+    ftlaunch(env, "cancel", job)
+    assert wait_for(env, job, {"CANCELLED", "FAILED", "SUCCEEDED"})["state"] == "CANCELLED"
+    blobs = [b.name for b in vertex.storage().list_blobs(BUCKET, prefix=f"ftlaunch/jobs/{job}/")]
+    saved = max(int(n.split("checkpoint-")[1].split("/")[0]) for n in blobs if n.endswith("/COMPLETE"))
+    assert saved < steps, "the job finished before it was cancelled: give it more steps"
+
+    ftlaunch(env, "resume", job, "--detach")
+    status = wait_for(env, job, {"SUCCEEDED", "FAILED", "CANCELLED"}, timeout=300)
+    log = ftlaunch(env, "logs", job).stdout
+    assert status["state"] == "SUCCEEDED", log
+    assert f"(step {saved})" in log  # attempt 2's own log entries
+    first, second = (j for j in vertex.jobs.values() if j["displayName"] in (job, f"{job}-a2"))
+    assert first["jobSpec"] == second["jobSpec"]
+    dest = tmp_path / "fetched"
+    assert "verified" in ftlaunch(env, "fetch", job, "--dest", str(dest)).stdout
+    summary = json.loads((dest / "summary.json").read_text())
+    assert summary["steps"] == steps and summary["resumed_from_step"] == saved
+    one, two = json.loads(ftlaunch(env, "show", job).stdout)["attempts"]
+    assert one["provider_id"] != two["provider_id"]
+
+
 def test_retries_throttling_and_5xx_and_never_creates_a_second_job(vertex, monkeypatch):
     from ftlaunch.backends.vertex.backend import VertexBackend
 
@@ -202,3 +238,17 @@ def test_retries_throttling_and_5xx_and_never_creates_a_second_job(vertex, monke
     assert backend.status(handle).state is State.SUCCEEDED
     assert "hi" in list(backend.logs(handle))
     assert backend.status(handle).actual_cost is not None
+
+
+@pytest.mark.slow
+def test_relaunch_uploads_nothing_and_a_changed_byte_uploads_once(vertex, tiny_spec, alpaca_file, ftlaunch_home):
+    from emulators.vertex import BUCKET
+
+    env = {**cli_env(vertex, ftlaunch_home), "FTLAUNCH_GCS_PREFIX": "upload-cache"}
+
+    def inputs() -> dict[str, tuple]:
+        blobs = vertex.storage().list_blobs(BUCKET, prefix="upload-cache/inputs/")
+        return {b.name: (b.generation, b.updated, (b.metadata or {}).get("sha256")) for b in blobs}
+
+    check_relaunch_uploads_nothing(env, "vertex", tiny_spec, alpaca_file, inputs)
+    assert all(sha for *_, sha in inputs().values())  # each input carries its sha256, checked on reuse

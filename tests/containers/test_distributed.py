@@ -94,3 +94,30 @@ hyperparameters: {{max_steps: 6, batch_size: 4, learning_rate: 0.02, max_length:
     assert summary["processes"] == 2 and summary["steps"] == 6 and summary["eval_loss"] is not None
     manifest.verify(tmp_path / "out")
     assert (tmp_path / "ck" / "checkpoint-6" / "COMPLETE").exists()
+
+
+@pytest.mark.parametrize("world, distributed, device, stored", [
+    (2, "fsdp", "cuda", "bfloat16"),  # FSDP-QLoRA: the 4-bit weights packed in the dtype FSDP shards
+    (1, "fsdp", "cuda", "uint8"),  # one process: nothing is sharded
+    (2, "ddp", "cuda", "uint8"),
+    (2, "fsdp", "cpu", "uint8"),  # FSDP needs GPUs: the trainer runs DDP there
+])
+def test_qlora_quant_storage_follows_fsdp_sharding(tmp_path, world, distributed, device, stored):
+    import torch
+
+    from ftlaunch.containers.trainer import checkpoints, common, contract
+
+    s = spec.loads(f"""\
+name: q
+model: org/model
+technique: qlora
+dataset: {{path: d.jsonl}}
+resources: {{distributed: {distributed}}}
+""")
+    job = common.Job(spec=s, paths=contract.Paths(output_dir=str(tmp_path), checkpoint_dir=str(tmp_path),
+                                                  data_dir=None, provider="local"),
+                     out=tmp_path, device=device, precision="bf16", world_size=world, rank=0,
+                     guard=checkpoints.Guard())
+    config = common.quantization(job)
+    assert config.bnb_4bit_compute_dtype == torch.bfloat16
+    assert config.bnb_4bit_quant_storage == getattr(torch, stored)

@@ -63,3 +63,21 @@ def test_user_error_in_data_exits_2_without_traceback(tiny_lm, tmp_path, capsys,
     err = capsys.readouterr().err
     assert "cannot tell the dataset's format" in err and "dataset.columns" in err
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_one_eval_record_and_line_per_step(tiny_lm, alpaca_file, tmp_path, capsys):
+    """eval_steps evaluates the last step in the loop; the final evaluation reuses it, so metrics.jsonl has
+    one eval record per evaluated step and the run prints each eval line once."""
+    out = tmp_path / "out"
+    paths = contract.Paths(output_dir=str(out), checkpoint_dir=str(tmp_path / "ckpt"), data_dir=None,
+                           provider="local")
+    summary = run.train(make_spec(tiny_lm, alpaca_file, "lora", steps=6, **{"hyperparameters.eval_steps": 3}),
+                        paths)
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r["step"] for r in rows if "eval_loss" in r]
+    assert evals == [3, 6], evals
+    assert summary["eval_loss"] == next(r["eval_loss"] for r in rows if r["step"] == 6 and "eval_loss" in r)
+    printed = capsys.readouterr().out.splitlines()
+    assert sum(1 for l in printed if l.startswith("step    6  eval_loss")) == 1, printed
+    # steps 3 and 6, then the summary with perplexity: no line repeated
+    assert len([l for l in printed if "eval_loss" in l]) == 3, printed

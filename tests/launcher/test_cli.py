@@ -36,7 +36,7 @@ def test_bare_form_and_launch_subcommand_render_the_same_request():
     assert bare.exit_code == sub.exit_code == 0, bare.output + sub.output
     a, b = json.loads(bare.output), json.loads(sub.output)
     assert a["request"]["payload"]["spec"] == b["request"]["payload"]["spec"]
-    assert set(a) == {"plan", "request"}
+    assert set(a) == {"plan", "request", "failover", "not_configured"}
 
 
 def test_dry_run_json_is_exactly_what_render_returns():
@@ -116,6 +116,21 @@ def test_techniques_table_covers_every_technique_and_task():
     assert [r["technique"] for r in rows] == ["full", "lora", "dora", "qlora", "ia3", "prefix", "prompt",
                                                "ptuning", "adapter"]
     assert set(rows[0]["tasks"]) == {"sft", "cpt", "classification", "reward", "dpo", "rl"}
+
+
+def test_techniques_shows_what_differs_between_them():
+    """Trainable share, peak memory and typical use per technique: columns that tell them apart, not a
+    table of "yes"."""
+    rows = {r["technique"]: r for r in json.loads(run("techniques", "--json").output)}
+    assert rows["full"]["trainable_percent"] == 100.0
+    assert rows["prompt"]["trainable_percent"] < rows["ia3"]["trainable_percent"] < rows["lora"]["trainable_percent"]
+    assert rows["qlora"]["peak_gb"] < rows["lora"]["peak_gb"] < rows["full"]["peak_gb"]
+    assert len({r["trainable_percent"] for r in rows.values()}) >= 7 and len({r["peak_gb"] for r in rows.values()}) >= 6
+    text = run("techniques").output
+    header = text.splitlines()[1].split()
+    assert header[:4] == ["technique", "trainable", "peak", "GB"] and "typical" in header
+    full = next(l for l in text.splitlines() if l.split()[:1] == ["full"])
+    assert "100%" in full and " yes " not in text
 
 
 def test_schema_is_json():

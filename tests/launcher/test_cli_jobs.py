@@ -114,3 +114,43 @@ def test_cancel_of_a_job_id_still_works(tmp_path):
         if proc.poll() is None:
             os.kill(proc.pid, 9)
             proc.wait()
+
+
+def last_polled(seconds_ago: float, job_id: str) -> None:
+    """Ages a record, as if it was last polled `seconds_ago` (the store sets updated_at itself)."""
+    store = jobs.JobStore()
+    with store._tx() as db:
+        db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (time.time() - seconds_ago, job_id))
+    store.close()
+
+
+def test_ls_refreshes_an_unfinished_job_and_caches_it(tmp_path):
+    """A job recorded RUNNING that has ended is listed as it ended, without `status JOB` first; a job polled
+    moments ago is shown from its record (the cache) without polling again."""
+    job_dir = record(tmp_path, "demo-20260101-000000-aaaa")
+    ended(job_dir, code=0)
+    last_polled(60, "demo-20260101-000000-aaaa")
+    result = run("ls")
+    assert result.exit_code == 0 and "demo-20260101-000000-aaaa  local    SUCCEEDED" in result.output, result.output
+    assert jobs.JobStore().get("demo-20260101-000000-aaaa").state == "SUCCEEDED"
+
+    fresh = record(tmp_path, "demo-20260101-000001-bbbb")  # just recorded: within REFRESH_FRESH_S
+    ended(fresh, code=1)
+    assert "demo-20260101-000001-bbbb  local    RUNNING" in run("ls").output
+
+
+def test_ls_waits_a_bounded_time_for_a_backend_that_hangs(tmp_path, monkeypatch):
+    from ftlaunch import backends
+
+    record(tmp_path, "demo-20260101-000000-aaaa")
+    last_polled(60, "demo-20260101-000000-aaaa")
+
+    class Hanging:  # a cloud that does not answer (no network): stands in for the provider, not for ls
+        def status(self, handle):
+            time.sleep(30)
+
+    monkeypatch.setattr(backends, "get", lambda name, **kwargs: Hanging())
+    start = time.monotonic()
+    result = run("ls")
+    assert time.monotonic() - start < cli.REFRESH_BUDGET_S + 3
+    assert "demo-20260101-000000-aaaa  local    RUNNING" in result.output, result.output

@@ -259,6 +259,34 @@ def test_tokens_counted_from_local_data(tmp_path):
     assert "assumed" in assumed.how and assumed.high == 1000 * 512 * 0.75
 
 
+def test_a_huge_data_folder_is_not_walked_and_the_estimate_says_it_assumed(tmp_path, monkeypatch):
+    import time as clock
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text('{"text": "hello there"}\n' * 10)
+    w = estimator.Workload(seq_len=512)
+    assert "counted: 10 rows" in estimator.count_tokens(str(folder), w).how
+    monkeypatch.setattr(estimator, "COUNT_MAX_ENTRIES", 50)
+    for i in range(200):
+        (folder / f"part-{i:03}.jsonl").write_text('{"text": "x"}\n')
+    started = clock.monotonic()
+    tokens = estimator.count_tokens(str(folder), w, max_samples=100)
+    assert clock.monotonic() - started < 2
+    assert tokens.how.startswith(f"assumed: {folder} holds over 50 entries, not counted (point dataset.path at")
+    assert tokens.high == 100 * 512 * 0.75
+    # dataset.path: / looks at the root's own entries only and assumes, at once
+    started = clock.monotonic()
+    assert estimator.count_tokens("/", w).how.startswith("assumed: ") and clock.monotonic() - started < 2
+
+
+def test_data_over_the_byte_bound_is_not_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(estimator, "COUNT_MAX_BYTES", 1000)
+    data = tmp_path / "big.txt"
+    data.write_text("a line of text\n" * 100)
+    assert "MB of data, more than the" in estimator.count_tokens(str(data), estimator.Workload(seq_len=64)).how
+
+
 def test_classification_head_replaces_the_lm_head():
     cfg, _ = tiny_llama()
     torch.manual_seed(0)

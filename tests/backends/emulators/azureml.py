@@ -62,6 +62,8 @@ class AzureMLEmulator:
     def __init__(self, workdir: Path):
         self.workdir = Path(workdir)
         self.blobs: dict[tuple[str, str], bytes] = {}
+        self.blob_metadata: dict[tuple[str, str], dict[str, str]] = {}  # x-ms-meta-* of each blob's last write
+        self.blob_writes: dict[tuple[str, str], int] = {}  # how many times each blob was written
         self.jobs: dict[str, dict] = {}
         self.runs: dict[str, dict] = {}  # run history: status, error, times
         self.processes: dict[str, object] = {}
@@ -163,9 +165,11 @@ class AzureMLEmulator:
 
     # ----------------------------------------------------------- blobs
 
-    def put_blob(self, container: str, name: str, data: bytes) -> None:
+    def put_blob(self, container: str, name: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
         with self.lock:
             self.blobs[(container, name)] = data
+            self.blob_metadata[(container, name)] = dict(metadata or {})
+            self.blob_writes[(container, name)] = self.blob_writes.get((container, name), 0) + 1
 
     def datastore_files(self, uri: str) -> list[tuple[str, bytes]]:
         """(path under the folder, data) for an azureml://datastores/<ds>/paths/<folder>/ URI."""
@@ -188,9 +192,14 @@ class AzureMLEmulator:
                 (folder / rel).parent.mkdir(parents=True, exist_ok=True)
                 (folder / rel).write_bytes(data)
             places[f"inputs.{key}"] = str(folder)
-        for key in props.get("outputs") or {}:
+        for key, spec in (props.get("outputs") or {}).items():
             folder = root / "outputs" / key
             folder.mkdir(parents=True)
+            if (spec.get("mode") or "ReadWriteMount").lower() in ("readwritemount", "rw_mount"):
+                # a read-write mount shows what the datastore path already holds (an earlier attempt's files)
+                for rel, data in self.datastore_files(spec["uri"]):
+                    (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (folder / rel).write_bytes(data)
             places[f"outputs.{key}"] = str(folder)
         inside = f"/mnt/azureml/cr/j/{name}/cap/data-capability/wd"
         if self.engine is not None:  # the references name the mounts inside the container
@@ -362,7 +371,8 @@ def _server(emulator: AzureMLEmulator) -> http.server.ThreadingHTTPServer:
                         f"<NextMarker /></EnumerationResults>").encode()
                 return self._send(200, data, {**stamp, "Content-Type": "application/xml"})
             if self.command == "PUT":
-                emulator.put_blob(container, name, body)
+                emulator.put_blob(container, name, body, {k.lower()[len("x-ms-meta-"):]: v for k, v in self.headers.items()
+                                                          if k.lower().startswith("x-ms-meta-")})
                 return self._send(201, b"", {**stamp, "Content-MD5": "", "x-ms-request-server-encrypted": "true"})
             if self.command in ("GET", "HEAD"):
                 with emulator.lock:
@@ -370,7 +380,8 @@ def _server(emulator: AzureMLEmulator) -> http.server.ThreadingHTTPServer:
                 if data is None:
                     return self._send(404, b"", {**stamp, "x-ms-error-code": "BlobNotFound"}, head=self.command == "HEAD")
                 headers = {**stamp, "Content-Type": "application/octet-stream", "x-ms-blob-type": "BlockBlob",
-                           "Accept-Ranges": "bytes"}
+                           "Accept-Ranges": "bytes",
+                           **{f"x-ms-meta-{k}": v for k, v in emulator.blob_metadata.get((container, name), {}).items()}}
                 wanted = self.headers.get("x-ms-range") or self.headers.get("Range")
                 if wanted and data:
                     start, _, end = wanted.split("=", 1)[1].partition("-")

@@ -109,6 +109,10 @@ class Proxy:
         with self.lock:
             return next((r for f in self.faults if (r := f.take(request, after=True))), None)
 
+    def forward(self, request: Request) -> Reply:
+        """The upstream's answer to `request` (for an emulator's `handle` that amends it)."""
+        return self._forward(request)
+
     def _forward(self, request: Request) -> Reply:
         conn = http.client.HTTPConnection(self.upstream, timeout=60)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("connection",)}

@@ -14,6 +14,11 @@ leaves out, added on the wire or in moto's own backend objects, never in ftlaunc
   (root); `ran[job]` records the image and user. Without an engine (the default) the command runs as a
   process here with SAGEMAKER_BASE_DIR pointing at the folder: test_sagemaker's failure, cancel and retry
   tests use that fast path, its end-to-end test the image;
+- checkpoints: CheckpointConfig.S3Uri is downloaded into /opt/ml/checkpoints before the job starts, and
+  new or changed files there are uploaded to it while the job runs and once more when it ends (SageMaker
+  never deletes from the checkpoint URI);
+- DescribeTrainingJob answers with the job's Environment (moto drops it) and its AlgorithmSpecification as
+  sent (moto adds made-up metric definitions);
 - StopTrainingJob (moto lacks it) stops the runner's process: Stopping, then Stopped;
 - a second CreateTrainingJob with a taken name is refused with ResourceInUse, as SageMaker does
   (moto would silently replace the job).
@@ -61,6 +66,7 @@ class SageMakerEmulator:
         self.seen: set[str] = set()
         self.engine = None  # a docker_engine.Dockerd: jobs run in their image
         self.ran: dict[str, dict[str, str]] = {}
+        self.bodies: dict[str, dict] = {}  # CreateTrainingJob requests by job name
         self._stop = threading.Event()
         self.watcher = threading.Thread(target=self._watch, daemon=True)
         self.watcher.start()
@@ -112,6 +118,15 @@ class SageMakerEmulator:
                 return common.aws_error(400, "ResourceInUse", "Training job names must be unique within an AWS "
                                         f"account and region, and a training job with this name already exists "
                                         f"(arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name})")
+        if action == "DescribeTrainingJob":
+            name = request.json().get("TrainingJobName")
+            body = self.bodies.get(name)
+            status, headers, raw = self.proxy.forward(request)
+            if status == 200 and body:  # moto drops Environment and invents MetricDefinitions
+                answer = json.loads(raw)
+                answer.update({k: body[k] for k in ("Environment", "AlgorithmSpecification") if k in body})
+                raw = json.dumps(answer).encode()
+            return status, headers, raw
         if action == "StopTrainingJob":
             name = request.json()["TrainingJobName"]
             job = self.job(name)
@@ -135,6 +150,7 @@ class SageMakerEmulator:
                 if name in self.seen or self.job(name) is None:
                     continue
                 self.seen.add(name)
+                self.bodies[name] = body
                 job = self.job(name)
                 job.training_job_status, job.secondary_status = "InProgress", "Starting"
                 job.secondary_status_transitions = [{"Status": "Starting", "StartTime": time.time(),
@@ -159,6 +175,9 @@ class SageMakerEmulator:
                                                                 "network_interface_name": "eth0"}))
         for sub in ("model", "output", "checkpoints"):
             (root / sub).mkdir(exist_ok=True)
+        checkpoint_uri = (body.get("CheckpointConfig") or {}).get("S3Uri")
+        if checkpoint_uri:
+            self._download(checkpoint_uri, root / "checkpoints")
         algo = body["AlgorithmSpecification"]
         env = {**body.get("Environment", {}), "TRAINING_JOB_NAME": name, "TRAINING_JOB_ARN": job.arn,
                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": REGION,
@@ -174,6 +193,9 @@ class SageMakerEmulator:
         self.processes[name] = proc
         stopper = threading.Thread(target=self._stopper, args=(name, proc, container), daemon=True)
         stopper.start()
+        if checkpoint_uri:
+            threading.Thread(target=self._sync_checkpoints, args=(proc, root / "checkpoints", checkpoint_uri),
+                             daemon=True).start()
         batch: list[str] = []
         last = time.time()
         for line in proc.stdout:
@@ -182,6 +204,8 @@ class SageMakerEmulator:
                 self._put(logs, stream, batch)
                 batch, last = [], time.time()
         code = proc.wait()
+        if checkpoint_uri:
+            self._upload_changed(root / "checkpoints", checkpoint_uri, {})
         if container is not None:
             container.finish()
             self.ran[name] = container.ran
@@ -211,6 +235,27 @@ class SageMakerEmulator:
                     os.killpg(proc.pid, signal.SIGTERM)
                 return
             time.sleep(0.1)
+
+    def _sync_checkpoints(self, proc, folder: Path, uri: str) -> None:
+        seen: dict[str, tuple[int, int]] = {}
+        while proc.poll() is None and not self._stop.is_set():
+            self._upload_changed(folder, uri, seen)
+            time.sleep(0.5)
+
+    def _upload_changed(self, folder: Path, uri: str, seen: dict[str, tuple[int, int]]) -> None:
+        bucket, _, prefix = uri[5:].partition("/")
+        for path in sorted(folder.rglob("*")):
+            try:
+                if not path.is_file():
+                    continue
+                stat = path.stat()
+                rel = path.relative_to(folder).as_posix()
+                if seen.get(rel) == (stat.st_size, stat.st_mtime_ns):
+                    continue
+                self.s3.upload_file(str(path), bucket, f"{prefix.rstrip('/')}/{rel}")
+                seen[rel] = (stat.st_size, stat.st_mtime_ns)
+            except (FileNotFoundError, OSError):
+                continue  # written or removed while we looked: the next pass (or the final one) takes it
 
     def _put(self, logs, stream: str, lines: list[str]) -> None:
         if lines:

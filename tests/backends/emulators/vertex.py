@@ -48,6 +48,7 @@ class VertexEmulator:
         from gcp_storage_emulator.server import create_server
 
         self.workdir = Path(workdir)
+        self.stockouts = 0  # how many of the next jobs fail at once for want of GPUs in the zone
         gcs_port = common.free_port()
         self.gcs = create_server("127.0.0.1", gcs_port, in_memory=True, default_bucket=BUCKET)
         self.gcs.start()
@@ -129,6 +130,12 @@ class VertexEmulator:
 
     def _run(self, name: str) -> None:
         job = self.jobs[name]
+        if self.stockouts > 0:  # the zone has no GPU of the job's kind: it fails before its container starts
+            self.stockouts -= 1
+            job.update(state="JOB_STATE_FAILED", endTime=_now(), updateTime=_now(), error={"code": 8, "message": (
+                "The zone 'us-central1-a' does not have enough resources available to fulfill the request. "
+                "Try a different zone, or try again later. '(resource type:compute)'.")})
+            return
         job_id = name.rsplit("/", 1)[-1]
         spec = job["jobSpec"]
         pool = spec["workerPoolSpecs"][0]
@@ -138,7 +145,11 @@ class VertexEmulator:
         bucket_name, _, base_path = base[5:].partition("/")
         job_root = base_path.rsplit("/", 1)[0]  # <prefix>/jobs/<job>: inputs and outputs
         client = self.storage()
-        for blob in client.list_blobs(bucket_name, prefix=job_root + "/"):
+        # what the job reads through its /gcs mount (all of the bucket on Vertex): its own folder and the
+        # content-addressed inputs shared by every job under the prefix
+        inputs_root = job_root.rsplit("/jobs/", 1)[0] + "/inputs/"
+        blobs = [*client.list_blobs(bucket_name, prefix=job_root + "/"), *client.list_blobs(bucket_name, prefix=inputs_root)]
+        for blob in blobs:
             target = mount / bucket_name / blob.name
             target.parent.mkdir(parents=True, exist_ok=True)
             blob.download_to_filename(str(target))
