@@ -460,9 +460,9 @@ class DigestCache:
     hashed again; a cache that cannot be read or written only costs the hashing."""
 
     def __init__(self) -> None:
-        from ftlaunch import jobs
+        from ftlaunch import paths
 
-        self.path = jobs.home() / DIGEST_CACHE
+        self.path = paths.home() / DIGEST_CACHE
         try:
             self.entries: dict[str, list[Any]] = dict(json.loads(self.path.read_text()))
         except (OSError, ValueError, TypeError):

@@ -141,3 +141,27 @@ def trainable_percent(trainable: int, total: int) -> float:
     """The one definition of "trainable %": trainable parameters over all parameters of the trained model
     (frozen base plus adapter), counted unquantised, so LoRA and QLoRA with the same adapter agree."""
     return 100.0 * trainable / total if total else 0.0
+
+
+# Chat templates by name (`task_args.chat_template: chatml`), for the trainer and the pre-flight's token counts.
+CHAT_TEMPLATES = {
+    "chatml": (
+        "{% for message in messages %}"
+        "{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}{% generation %}"
+        "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+        "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"),
+    "zephyr": (
+        "{% for message in messages %}"
+        "{% if message['role'] == 'assistant' %}{{ '<|assistant|>\n' }}{% generation %}"
+        "{{ message['content'] + eos_token }}{% endgeneration %}{{ '\n' }}"
+        "{% else %}{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"),
+}
+
+
+def chat_template(value: str | None) -> str | None:
+    """A named template (chatml, zephyr) or the Jinja text itself."""
+    if value is None:
+        return None
+    return CHAT_TEMPLATES.get(value.strip().lower(), value)

@@ -31,9 +31,10 @@ FORBIDDEN = {
     "containers": {"launcher", "registry", "backend"},
     "trainer": {"launcher", "backend", "registry"},
 }
-# modules of the launcher layer that every layer may import (the future core): errors, paths, records, formats
+# modules of the launcher layer that every layer may import (the future core): errors, paths, the manifest, model
+# references, the spec, and the data formats with their row checks (the trainer checks rows as the pre-flight does)
 SHARED = {"ftlaunch.errors", "ftlaunch.paths", "ftlaunch.manifest", "ftlaunch.models", "ftlaunch.techniques",
-          "ftlaunch.spec"}
+          "ftlaunch.spec", "ftlaunch.preflight"}
 
 
 def discover() -> dict[str, str]:
