@@ -37,6 +37,31 @@ class Capability(str, enum.Enum):
     DOCKER = "docker"
 
 
+@dataclasses.dataclass(frozen=True)
+class BackendFacts:
+    """What the launcher knows about a backend without importing it: declared as `FACTS` in each backend
+    package's `__init__.py` (no SDK or heavy import there) and read through the registry in
+    `ftlaunch.backends` by the spec, the CLI's choices, `check`, the planner, the estimator and the catalog."""
+
+    name: str  # the `--cloud` value and the catalog's `target` column
+    title: str  # the provider's own name, for people
+    cloud: bool  # priced in the catalog and planned by offers (False: this machine)
+    startup_min: tuple[float, float]  # provisioning before the image pull, minutes (low, high)
+    # the module whose `resolve(spec, job_name)` returns the plan's context (settings, runtime), read at plan
+    # time so render stays pure; its TABLE, CHECK, FALLBACKS and credentials() feed `ftlaunch check`
+    settings: str
+    # what this target cannot do, each with the reason and the alternative: {Capability: "...; use ..."}
+    unsupported: dict[Capability, str] = dataclasses.field(default_factory=dict)
+    extra: str = ""  # the pip extra that installs its SDK: pip install 'ftlaunch[<extra>]'
+    sdk: tuple[str, ...] = ()  # modules that extra provides (looked for, never imported, by `check`)
+    sdk_label: str = ""  # how `check` names them
+
+    def refusals(self, needs: set[Capability]) -> list[str]:
+        """One line per capability in `needs` this target lacks, with its reason (empty: it serves them all)."""
+        return [f"{self.name} cannot do {c.value}: {self.unsupported[c]}"
+                for c in sorted(needs, key=lambda c: c.value) if c in self.unsupported]
+
+
 @dataclasses.dataclass
 class JobRequest:
     """Exactly what `submit` sends: the provider's own request body, plus local files it uploads first.
@@ -220,16 +245,7 @@ def inside(folder: Path, rel: str, source: str) -> Path:
 class Backend(abc.ABC):
     """One target. Subclasses are named <Provider>Backend and live in ftlaunch/backends/<name>/backend.py."""
 
-    name: ClassVar[str]
-    # What this target cannot do, each with the reason and the alternative: {Capability: "...; use ..."}.
-    UNSUPPORTED: ClassVar[dict[Capability, str]] = {}
-
-    def check_supported(self, needs: set[Capability]) -> None:
-        """Raises one readable UserError naming every capability the plan needs that this target lacks."""
-        missing = [(c, self.UNSUPPORTED[c]) for c in needs if c in self.UNSUPPORTED]
-        if missing:
-            problems = [errors.Problem(message=reason, field=cap.value) for cap, reason in missing]
-            raise errors.UserError(f"--cloud {self.name} cannot run this job.", problems=problems)
+    name: ClassVar[str]  # its FACTS.name; what it cannot do is FACTS.unsupported, read by the planner
 
     @abc.abstractmethod
     def render(self, plan: Any) -> JobRequest:
@@ -280,6 +296,11 @@ def with_retries(call: Callable[[], T], *, retryable: Callable[[BaseException], 
             if found is not None:
                 return found
     raise AssertionError("unreachable")
+
+
+def finding(what: str, ok: bool, detail: str = "", fix: str = "") -> dict[str, Any]:
+    """One line of `ftlaunch check`: what was looked for, whether it is there, what was found, how to fix it."""
+    return {"what": what, "ok": bool(ok), "detail": detail, "fix": fix}
 
 
 # A setting the user has not configured renders as `unset-<its environment variable>`, so a dry run
@@ -336,10 +357,10 @@ def refuse_placeholders(request: JobRequest) -> None:
 def settings(section: str, table: dict[str, tuple[str, Any]], env: dict[str, str] | None = None) -> dict[str, Any]:
     """A backend's settings: each `key: (ENVIRONMENT_VARIABLE, default)` from the environment, else from
     `section:` in $FTLAUNCH_HOME/config.yaml, else the default. Read at plan time, never in render."""
-    from ftlaunch import jobs
+    from ftlaunch import paths
 
     env = os.environ if env is None else env
-    path = jobs.home() / "config.yaml"
+    path = paths.home() / "config.yaml"
     from_file: dict[str, Any] = {}
     if path.exists():
         import yaml
@@ -439,9 +460,9 @@ class DigestCache:
     hashed again; a cache that cannot be read or written only costs the hashing."""
 
     def __init__(self) -> None:
-        from ftlaunch import jobs
+        from ftlaunch import paths
 
-        self.path = jobs.home() / DIGEST_CACHE
+        self.path = paths.home() / DIGEST_CACHE
         try:
             self.entries: dict[str, list[Any]] = dict(json.loads(self.path.read_text()))
         except (OSError, ValueError, TypeError):

@@ -1,4 +1,4 @@
-"""Container registries: which cloud a registry host belongs to, its default address for a target, and a
+"""Container registries: which cloud a registry host belongs to, and a
 login token obtained through that cloud's SDK (ECR via boto3, Artifact Registry via google-auth, ACR via
 azure-identity), handed to `docker login --password-stdin`. Any other registry (SkyPilot's) uses the
 engine's existing login. SDKs are imported inside the functions; clients can be passed in for tests.
@@ -13,8 +13,6 @@ import re
 import urllib.parse
 import urllib.request
 from typing import Any
-
-from ftlaunch import errors
 
 ECR = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 ARTIFACT = re.compile(r"^(?P<location>[a-z0-9-]+)-docker\.pkg\.dev$")
@@ -44,31 +42,6 @@ def kind(registry: str) -> str:
     if ACR.match(h):
         return "acr"
     return "other"
-
-
-def default_registry(cloud: str, region: str | None = None, *, client: Any = None) -> str:
-    """The registry a cloud target pulls from by default: ECR in the account, Artifact Registry repository
-    `ftlaunch` in the project. Azure ML and SkyPilot need one named (`--registry`)."""
-    if cloud == "sagemaker":
-        import boto3
-
-        session = boto3.session.Session(region_name=region)
-        sts = client or session.client("sts")
-        account = sts.get_caller_identity()["Account"]
-        region = region or session.region_name or "us-east-1"
-        return f"{account}.dkr.ecr.{region}.amazonaws.com"
-    if cloud == "vertex":
-        import google.auth
-
-        _, project = google.auth.default()
-        if not project:
-            raise errors.UserError("no Google Cloud project is set, so the Artifact Registry address is unknown.",
-                                   hint="gcloud config set project PROJECT, or pass --registry "
-                                        "REGION-docker.pkg.dev/PROJECT/REPOSITORY")
-        return f"{region or 'us-central1'}-docker.pkg.dev/{project}/ftlaunch"
-    raise errors.UserError(f"--cloud {cloud}: there is no default registry to push the job image to.",
-                           hint="pass --registry HOST[/PATH] (e.g. NAME.azurecr.io for Azure ML, any registry "
-                                "your SkyPilot nodes can pull from)")
 
 
 def login(registry: str, *, client: Any = None, credential: Any = None) -> Login | None:

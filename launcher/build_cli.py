@@ -16,12 +16,12 @@ from typing import Any
 
 import click
 
-from ftlaunch import errors
+from ftlaunch import backends, errors
 
 
 @click.command()
 @click.argument("spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
-@click.option("--cloud", type=click.Choice(["local", "sagemaker", "vertex", "azureml", "skypilot"]),
+@click.option("--cloud", type=click.Choice(backends.NAMES),
               help="Whose registry to push to (default: the spec's resources.cloud; local pushes nothing).")
 @click.option("--registry", metavar="HOST[/PATH]",
               help="Push here instead: an ECR, Artifact Registry or ACR address (logged in through the cloud's "
@@ -72,7 +72,12 @@ def build_and_push(options: Any, *, cloud: str = "local", registry: str | None =
         raise errors.UserError(f"cannot build the job image: {engine_mod.why_none()}.",
                                hint="start Docker or podman, or set DOCKER_HOST to an engine that answers")
     if registry is None and cloud not in ("local", "auto"):
-        registry = registry_mod.default_registry(cloud, region)
+        settings = backends.settings_module(cloud)
+        if not hasattr(settings, "default_registry"):  # Azure ML and SkyPilot have none to guess
+            raise errors.UserError(f"--cloud {cloud}: there is no default registry to push the job image to.",
+                                   hint="pass --registry HOST[/PATH] (e.g. NAME.azurecr.io for Azure ML, any "
+                                        "registry your SkyPilot nodes can pull from)")
+        registry = settings.default_registry(region)
     if registry is not None:
         login = registry_mod.login(registry)
         if login is not None:
@@ -85,14 +90,11 @@ def build_and_push(options: Any, *, cloud: str = "local", registry: str | None =
 def configured_registry(cloud: str) -> str | None:
     """The registry a cloud's settings name (FTLAUNCH_ECR_REGISTRY, ... or config.yaml), where its launches
     push: so `ftlaunch build --cloud X` and a launch on X push to the same place. None when unset."""
-    if cloud in ("local", "auto"):
+    if cloud == "auto" or not backends.facts(cloud).cloud:
         return None
-    import importlib
-
     from ftlaunch.backends import base
 
-    settings = importlib.import_module(f"ftlaunch.backends.{cloud}.settings")
-    return base.settings(cloud, settings.TABLE).get("registry")
+    return base.settings(cloud, backends.settings_module(cloud).TABLE).get("registry")
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -150,7 +152,7 @@ def choose_image(plan: Any, given: str | None = None) -> None:
         if given:
             raise errors.UserError("--image applies to cloud launches; a local run builds its own image when its "
                                    "tag is missing.",
-                                   hint="drop --image, or launch with --cloud sagemaker|vertex|azureml|skypilot")
+                                   hint=f"drop --image, or launch with --cloud {'|'.join(backends.CLOUDS)}")
         return
     if given:
         plan.context.update({"image": given, "image_tag": None, "image_build": None})

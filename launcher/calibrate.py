@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftlaunch import estimator, jobs
+from ftlaunch import backends, estimator, jobs
 from ftlaunch.shapes import Shape
 from ftlaunch.techniques import LORA_FAMILY, Technique
 
@@ -176,7 +176,7 @@ def local_hours(shape: Shape, w: estimator.Workload, tokens: estimator.Tokens, c
     fpt = estimator.flops_per_token(shape, w)
     epochs = 1.0 if w.max_steps else w.epochs
     compute = (tokens.low * epochs * fpt / cal.flops_per_s / 3600, tokens.high * epochs * fpt / cal.flops_per_s / 3600)
-    lo, hi = estimator.STARTUP_MIN["local"]
+    lo, hi = backends.facts("local").startup_min
     return {"hours": (compute[0] + lo / 60, compute[1] + hi / 60), "compute_hours": compute,
             "flops_per_s": cal.flops_per_s, "device": cal.device, "calibrated": cal.measured_at,
             "how": f"measured on this machine ({cal.device}): {cal.flops_per_s / 1e9:.1f} GFLOP/s on a "

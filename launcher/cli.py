@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ftlaunch import __version__, errors
+from ftlaunch import __version__, backends, errors
 
 LAUNCH_OPTIONS = ("cloud", "gpu", "nodes", "spot", "region", "dry_run", "as_json", "overrides", "detach", "runtime",
                   "image", "resume", "skip_preflight", "no_failover")
@@ -97,7 +97,7 @@ def _markup(template: str, *values: Any) -> Any:
 def launch_options(func):
     """The options of the launch form, shared by the bare group and `ftlaunch launch`."""
     options = [
-        click.option("--cloud", type=click.Choice(["local", "sagemaker", "vertex", "azureml", "skypilot", "auto"]),
+        click.option("--cloud", type=click.Choice([*backends.NAMES, "auto"]),
                      help="Where to run (default: the spec's resources.cloud)."),
         click.option("--gpu", help="GPU type, optionally with a count: a100, h100:8, l4.",
                      shell_complete=lambda ctx, param, incomplete: complete_gpus(incomplete)),
@@ -232,8 +232,7 @@ def prepare_plan(spec: Any, options: dict[str, Any], *, name: str | None = None,
     plan = plan_mod.make(spec, name=name, targets=targets, refused=refused,
                          calibrate=not options.get("dry_run"))  # a real local run measures this machine once
     build_cli.choose_image(plan, options.get("image"))
-    backend = backends.get(plan.cloud)
-    backend.check_supported(needs(plan))
+    backend = backends.get(plan.cloud)  # the planner has refused every need this target lacks
     request = backend.render(plan)
     return Prepared(spec, plan, backend, request, options, skipped)
 
@@ -274,13 +273,6 @@ def preflight_data(spec: Any) -> None:
     raise errors.UserError(f"the data has {len(errors_)} problem(s); nothing was submitted:\n  {shown}{more}",
                            hint="fix the rows listed (`ftlaunch validate SPEC` shows the full report), or launch "
                                 "with --skip-preflight to let the job meet them")
-
-
-def needs(plan: Any) -> set:
-    """What the chosen target must support; the planner already dropped targets that would refuse it."""
-    from ftlaunch import plan as plan_mod
-
-    return plan_mod.needs(plan.spec)
 
 
 def show_dry_run(prepared: Prepared, as_json: bool) -> None:
@@ -630,10 +622,10 @@ def techniques(task: str | None, model: str, as_json: bool) -> None:
     """How the techniques differ: trainable share, memory on one GPU, typical use, what each trains."""
     from rich.table import Table
 
-    from ftlaunch import techniques as tech, term
+    from ftlaunch import estimator, techniques as tech, term
 
     rows = tech.table()
-    numbers = {r["technique"]: r for r in tech.compare(model)}
+    numbers = {r["technique"]: r for r in estimator.compare_techniques(model)}
     if as_json:
         click.echo(json.dumps([{**row, **numbers[row["technique"]]} for row in rows], indent=2))
         return
@@ -763,9 +755,7 @@ def fetch(job_id: str | None, dest: str | None, checkpoint: bool) -> None:
             raise errors.UserError(f"fetch --checkpoint is not supported for {record.backend} jobs yet.",
                                    hint="copy the newest checkpoint-N folder with a COMPLETE file from the job's "
                                         "checkpoint location")
-        from ftlaunch.backends.local import backend as local_backend
-
-        folder = local_backend.fetch_checkpoint(record.handle, target)
+        folder = backend.fetch_checkpoint(record.handle, target)
         _console().print(_markup("[green]fetched[/] {}'s newest complete checkpoint into {}", record.id, str(folder)))
         return
     from ftlaunch import manifest

@@ -19,9 +19,10 @@ import stat
 from pathlib import Path
 from typing import Any, Iterable
 
+from ftlaunch import backends
 from ftlaunch.catalog import gpus as gpu_catalog
 from ftlaunch.shapes import Shape
-from ftlaunch.techniques import LORA_FAMILY, Task, Technique
+from ftlaunch.techniques import LORA_FAMILY, USE_CASES, Task, Technique, trainable_percent
 
 GB = 1e9  # the one memory unit of every figure ftlaunch prints or writes: GB = 10^9 bytes (not GiB)
 MEMORY_UNIT = "GB"
@@ -40,8 +41,6 @@ SEQ_CLS_TASKS = (Task.CLASSIFICATION, Task.REWARD)
 # Model FLOPs utilisation (low, high) per technique on a datacenter GPU with FlashAttention/SDPA:
 # llm-foundry's H100 table (full FT, 38-46% MFU) and the LoRA/QLoRA discussion in docs/estimator.md.
 MFU = {"full": (0.30, 0.45), "peft": (0.22, 0.38), "qlora": (0.12, 0.28)}
-STARTUP_MIN = {"local": (0.2, 1.0), "sagemaker": (3.0, 8.0), "vertex": (4.0, 10.0), "azureml": (4.0, 12.0),
-               "skypilot": (3.0, 8.0)}  # provisioning, minutes (low, high)
 IMAGE_GB = 8.0  # training image size, pulled at 0.5 to 0.1 GB/s
 DOWNLOAD_GBPS = (1.0, 0.2)  # model download from the hub or a bucket, GB/s (fast, slow)
 CHARS_PER_TOKEN = (4.5, 3.5)  # English BPE: fewer tokens (low), more tokens (high)
@@ -565,7 +564,7 @@ def time(shape: Shape, w: Workload, gpu: gpu_catalog.GPU, world: int, tokens: To
     util = mfu(w, shape, gpu, world, nodes)
     peak = world * gpu.bf16_tflops * 1e12
     compute = (flops[0] / (peak * util[1]) / 3600, flops[1] / (peak * util[0]) / 3600)
-    prov = STARTUP_MIN.get(target, STARTUP_MIN["skypilot"])
+    prov = backends.facts(target).startup_min  # provisioning, minutes (low, high): each backend's FACTS
     weights_gb = 2 * shape.params / GB
     startup = ((prov[0] * 60 + IMAGE_GB / 0.5 + weights_gb / DOWNLOAD_GBPS[0]) / 3600,
                (prov[1] * 60 + IMAGE_GB / 0.1 + weights_gb / DOWNLOAD_GBPS[1]) / 3600)
@@ -604,6 +603,23 @@ def workload_from_spec(spec: Any, gpu: gpu_catalog.GPU | None = None) -> Workloa
                     grad_accum=hp.grad_accum, optimizer=hp.optimizer, precision=precision,
                     gradient_checkpointing=bool(ckpt), num_labels=len(labels) if labels else (1 if spec.task is Task.REWARD else 2),
                     distributed=spec.resources.distributed, epochs=hp.epochs, max_steps=hp.max_steps, **kw)
+
+
+def compare_techniques(model: str = "Qwen/Qwen2.5-7B") -> list[dict[str, object]]:
+    """What differs between techniques for one model: trainable share (trainable / all parameters of the
+    model being trained, the one definition the bench uses too), peak GB on one GPU, and the use cases
+    that start with it."""
+    from ftlaunch import shapes
+
+    shape = shapes.resolve(model)
+    out = []
+    for t in Technique:
+        mem = memory(shape, Workload(technique=t))
+        out.append({"technique": t.value, "trainable_params": mem.params_trainable, "total_params": mem.params_total,
+                    "trainable_percent": trainable_percent(mem.params_trainable, mem.params_total),
+                    "peak_gb": round(mem.peak_gb, 1),
+                    "use_cases": [u for u, (_, order) in USE_CASES.items() if t in order]})
+    return out
 
 
 def hardware_table(shape: Shape, techniques: Iterable[Technique], w: Workload | None = None,

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
-from ftlaunch import errors
+from ftlaunch import errors, paths
+from ftlaunch.backends.base import JobHandle
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -42,9 +42,7 @@ CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
 ADDED_COLUMNS = (("attempts_json", "TEXT"),)
 
 
-def home() -> Path:
-    """ftlaunch's own folder: $FTLAUNCH_HOME, else ~/.ftlaunch."""
-    return Path(os.environ.get("FTLAUNCH_HOME") or Path.home() / ".ftlaunch").expanduser()
+home = paths.home  # ftlaunch's own folder: $FTLAUNCH_HOME, else ~/.ftlaunch
 
 
 @dataclasses.dataclass
@@ -74,9 +72,7 @@ class JobRecord:
             {"attempt": 1, "started_at": self.created_at, "provider_id": self.provider_id}]
 
     @property
-    def handle(self) -> Any:
-        from ftlaunch.backends.base import JobHandle
-
+    def handle(self) -> JobHandle:
         return JobHandle(**json.loads(self.handle_json))
 
     def to_json(self) -> dict[str, Any]:

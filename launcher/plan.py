@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ftlaunch import errors, estimator, jobs, shapes
+from ftlaunch import backends, errors, estimator, jobs, shapes
+from ftlaunch.backends.base import Capability
 from ftlaunch.catalog import gpus as gpu_catalog
 from ftlaunch.catalog import prices
 from ftlaunch.spec import Spec
@@ -77,7 +78,7 @@ def job_name(spec: Spec, now: _dt.datetime | None = None) -> str:
     return f"{spec.name}-{now:%Y%m%d-%H%M%S}-{_random.token_hex(2)}"
 
 
-TARGETS = ("sagemaker", "vertex", "azureml", "skypilot")
+TARGETS = backends.CLOUDS  # what `auto` and `ftlaunch estimate` rank: every cloud in the registry
 
 
 def make(spec: Spec, *, name: str | None = None, targets: tuple[str, ...] | None = None,
@@ -99,6 +100,7 @@ def make(spec: Spec, *, name: str | None = None, targets: tuple[str, ...] | None
     name = name or job_name(spec)
     if targets is None:
         if cloud == "local":
+            refuse_unsupported(spec, "local")
             return _local(spec, name, calibrate)
         targets = TARGETS if cloud == "auto" else (cloud,)
     return _cloud(spec, name, tuple(targets), optimize=optimize or _optimize(spec), require_fit=require_fit,
@@ -131,9 +133,7 @@ def _local(spec: Spec, name: str, calibrate: bool = False) -> Plan:
                   price_per_hour=0.0, hours=hours, cost=(0.0, 0.0), peak_gb_per_gpu=peak,
                   fits=estimate["fits"] if estimate else None, note=note)
     # the runtime (docker when an engine answers, else a process) is decided here, so render stays pure
-    from ftlaunch.backends.local import docker as local_docker
-
-    runtime = local_docker.plan_context(spec)
+    runtime = backends.plan_context("local", spec, name)
     why = f"--cloud local runs here at no charge, {runtime['runtime_note']}; {note}"
     if estimate and estimate.get("time"):
         h = estimate["time"]["hours"]
@@ -201,11 +201,12 @@ def gpus_explicit(spec: Spec) -> bool:
     return "gpus" in spec.resources.model_fields_set
 
 
-def needs(spec: Spec) -> set:
-    """The capabilities a target must have to run `spec` (backends.base.Capability): several nodes, spot,
-    a region. cli.needs() calls this; the planner drops targets that lack one before ranking."""
-    from ftlaunch.backends.base import Capability
-
+def needs(spec: Spec) -> set[Capability]:
+    """The capabilities a target must have to run `spec`, derived from the spec alone: several nodes, spot,
+    a region, the Docker runtime (`resources.runtime: docker` asks for this machine's container engine, which
+    only --cloud local has; `auto` and `process` ask for nothing), a maximum runtime (set, or implied by
+    max_cost). The planner drops targets that lack one before ranking (`refusals`), with the reason.
+    Secrets are not a need: every backend passes them by name."""
     r = spec.resources
     out = set()
     if r.nodes > 1:
@@ -214,39 +215,26 @@ def needs(spec: Spec) -> set:
         out.add(Capability.SPOT)
     if r.region:
         out.add(Capability.REGION)
-    return out  # resources.runtime is a local-only setting (a spec may keep it when run on a cloud): not a need
-
-
-_UNSUPPORTED: dict[str, dict[str, str]] = {}
-
-
-def unsupported(target: str) -> dict[str, str]:
-    """{capability value: reason} a backend declares it lacks (its class's UNSUPPORTED), read from the source
-    of ftlaunch/backends/<target>/backend.py without importing it, so no cloud SDK loads while planning."""
-    if target not in _UNSUPPORTED:
-        import ast
-        import importlib.util
-
-        found: dict[str, str] = {}
-        spec = importlib.util.find_spec(f"ftlaunch.backends.{target}")
-        folder = Path(spec.origin).parent if spec and spec.origin else None
-        source = folder / "backend.py" if folder else None
-        if source is not None and source.exists():
-            for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "UNSUPPORTED"
-                                                        for t in node.targets) and isinstance(node.value, ast.Dict):
-                    for key, value in zip(node.value.keys, node.value.values):
-                        if isinstance(key, ast.Attribute) and isinstance(value, ast.Constant):
-                            found[key.attr.lower()] = str(value.value)
-        _UNSUPPORTED[target] = found
-    return _UNSUPPORTED[target]
+    if r.runtime == "docker":
+        out.add(Capability.DOCKER)
+    if r.max_runtime or r.max_cost:
+        out.add(Capability.MAX_RUNTIME)
+    return out
 
 
 def refusals(spec: Spec, target: str) -> list[str]:
-    """Why `target` would refuse `spec` (empty when it would not): checked before offers are ranked."""
-    lacks = unsupported(target)
-    return [f"{target} cannot do {c.value}: {lacks[c.value]}" for c in sorted(needs(spec), key=lambda c: c.value)
-            if c.value in lacks]
+    """Why `target` would refuse `spec` (empty when it would not), from its FACTS.unsupported in the registry:
+    checked before offers are ranked."""
+    return backends.facts(target).refusals(needs(spec))
+
+
+def refuse_unsupported(spec: Spec, target: str) -> None:
+    """Raises one UserError naming every need of `spec` that `target` lacks, with each reason and alternative."""
+    lacks = backends.facts(target).unsupported
+    missing = [c for c in sorted(needs(spec), key=lambda c: c.value) if c in lacks]
+    if missing:
+        raise errors.UserError(f"--cloud {target} cannot run this job.",
+                               problems=[errors.Problem(message=lacks[c], field=c.value) for c in missing])
 
 
 # --------------------------------------------------------------------------- cloud offers
@@ -271,6 +259,9 @@ def _cloud(spec: Spec, name: str, targets: tuple[str, ...], *, optimize: str, re
             dropped.append({"target": t, "reason": "; ".join(why_not)})
         else:
             allowed.append(t)
+    if not allowed:
+        raise errors.UserError(f"no target can run this job: {'; '.join(d['reason'] for d in dropped)}.",
+                               hint="change the spec as each reason says, or pick another --cloud")
     rows = [r for r in prices.load() if r.target in allowed and gpu_catalog.find(r.gpu) is not None]
     if want is not None:
         rows = [r for r in rows if gpu_catalog.find(r.gpu) is want]
@@ -354,7 +345,7 @@ def _cloud(spec: Spec, name: str, targets: tuple[str, ...], *, optimize: str, re
     return Plan(spec=spec, job_name=name, cloud=chosen.cloud, offer=chosen, offers=offers,
                 output_uri=spec.output.path or "", max_runtime_s=max_runtime,
                 why=_why(chosen, offers, optimize, budget), estimate=est,
-                context=_backend_context(chosen.cloud, spec, name))
+                context=backends.plan_context(chosen.cloud, spec, name))
 
 
 # --------------------------------------------------------------------------- failover
@@ -468,21 +459,6 @@ def _suggestions(spec: Spec, shape: shapes.Shape, w: estimator.Workload, first: 
             out.append(dataclasses.asdict(c) | {"peak_gb": round(mem.peak_gb, 2), "gpu": gpu.name, "gpus": world,
                                                "nodes": again.resources.nodes, "replanned": True})
     return out
-
-
-def _backend_context(cloud: str, spec: Spec, name: str) -> dict[str, Any]:
-    """The chosen target's settings (account, bucket, role, registry...) and facts about local inputs, read
-    here so that its render() stays pure: `ftlaunch.backends.<cloud>.settings.resolve`, where it exists."""
-    import importlib
-
-    module_name = f"ftlaunch.backends.{cloud}.settings"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name in (module_name, f"ftlaunch.backends.{cloud}"):
-            return {}
-        raise
-    return module.resolve(spec, name)
 
 
 def _offer(spec: Spec, shape: shapes.Shape, row: prices.PriceRow, tokens: estimator.Tokens) -> Offer:

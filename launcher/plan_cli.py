@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ftlaunch import errors, estimator, plan, shapes, term
+from ftlaunch import backends, errors, estimator, plan, shapes, term
 from ftlaunch import spec as spec_mod
 from ftlaunch.catalog import gpus as gpu_catalog
 from ftlaunch.catalog import prices as price_catalog
@@ -208,7 +208,7 @@ def _run(fn: Any) -> Any:
 @click.command("estimate")
 @click.argument("spec", default=spec_mod.DEFAULT_SPEC, required=False)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a spec field")
-@click.option("--cloud", type=click.Choice(["auto", "local", "sagemaker", "vertex", "azureml", "skypilot"]),
+@click.option("--cloud", type=click.Choice(["auto", *backends.NAMES]),
               help="rank offers on one target (default: the spec's cloud; all four when it is local or auto)")
 @click.option("--gpu", help="GPU type, or type:count, e.g. a100 or a100:8")
 @click.option("--optimize", type=click.Choice(["cost", "time"]), help="choose the cheapest (default) or fastest")

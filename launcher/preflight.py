@@ -519,9 +519,9 @@ def _tokenizer(spec: Any, report: Report) -> Any:
 def _template(spec: Any) -> str | None:
     if spec.task is not Task.SFT:
         return None
-    from ftlaunch.containers.trainer import data
+    from ftlaunch import techniques
 
-    return data.chat_template(spec.task_settings.chat_template)
+    return techniques.chat_template(spec.task_settings.chat_template)
 
 
 def _render(fmt: str, row: dict, chat_tokenizer: Any) -> str:

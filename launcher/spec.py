@@ -23,12 +23,15 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from ftlaunch import errors, models
+from ftlaunch import backends, errors, models
 from ftlaunch.catalog import gpus as gpu_catalog
 from ftlaunch.techniques import Task, Technique, format_unsuited, unsupported_reason
 
 DEFAULT_SPEC = "ftlaunch.yaml"
-CLOUDS = ("local", "sagemaker", "vertex", "azureml", "skypilot")
+CLOUDS = backends.NAMES  # the registry's backends, in order
+# resources.cloud: a backend from the registry, or auto (a Literal built from it, so the JSON Schema lists the
+# values and a wrong one is refused with every allowed value named)
+CloudName = Literal[(*CLOUDS, "auto")]
 
 # bounds of the reader: a real spec is a few kB, nests 5 deep and has a few hundred nodes
 MAX_SPEC_BYTES = 1_000_000
@@ -238,7 +241,7 @@ def parse_duration(value: Union[int, float, str]) -> int:
 
 
 class Resources(_Strict):
-    cloud: Literal["local", "sagemaker", "vertex", "azureml", "skypilot", "auto"] = Field(
+    cloud: CloudName = Field(
         "local", description="where to run; auto: the cheapest offer that fits on any cloud target")
     optimize: Literal["cost", "time"] = Field("cost", description="with several offers: cheapest or fastest")
     gpu: str | None = Field(None, max_length=64, description="GPU type, e.g. a100, h100, l4; 'a100:8' also sets gpus")

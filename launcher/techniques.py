@@ -137,24 +137,31 @@ def table() -> list[dict[str, object]]:
     ]
 
 
-def compare(model: str = "Qwen/Qwen2.5-7B") -> list[dict[str, object]]:
-    """What differs between techniques for one model: trainable share (trainable / all parameters of the
-    model being trained, the one definition the bench uses too), peak GB on one GPU, and the use cases
-    that start with it."""
-    from ftlaunch import estimator, shapes
-
-    shape = shapes.resolve(model)
-    out = []
-    for t in Technique:
-        mem = estimator.memory(shape, estimator.Workload(technique=t))
-        out.append({"technique": t.value, "trainable_params": mem.params_trainable, "total_params": mem.params_total,
-                    "trainable_percent": trainable_percent(mem.params_trainable, mem.params_total),
-                    "peak_gb": round(mem.peak_gb, 1),
-                    "use_cases": [u for u, (_, order) in USE_CASES.items() if t in order]})
-    return out
-
-
 def trainable_percent(trainable: int, total: int) -> float:
     """The one definition of "trainable %": trainable parameters over all parameters of the trained model
     (frozen base plus adapter), counted unquantised, so LoRA and QLoRA with the same adapter agree."""
     return 100.0 * trainable / total if total else 0.0
+
+
+# Chat templates by name (`task_args.chat_template: chatml`), for the trainer and the pre-flight's token counts.
+CHAT_TEMPLATES = {
+    "chatml": (
+        "{% for message in messages %}"
+        "{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}{% generation %}"
+        "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+        "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"),
+    "zephyr": (
+        "{% for message in messages %}"
+        "{% if message['role'] == 'assistant' %}{{ '<|assistant|>\n' }}{% generation %}"
+        "{{ message['content'] + eos_token }}{% endgeneration %}{{ '\n' }}"
+        "{% else %}{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"),
+}
+
+
+def chat_template(value: str | None) -> str | None:
+    """A named template (chatml, zephyr) or the Jinja text itself."""
+    if value is None:
+        return None
+    return CHAT_TEMPLATES.get(value.strip().lower(), value)

@@ -31,7 +31,7 @@ from typing import Any, Iterator
 from ftlaunch import errors
 from ftlaunch.backends import base, failure
 from ftlaunch.backends.azureml import render as _render
-from ftlaunch.backends.base import Backend, Capability, JobHandle, JobRequest, JobStatus, State
+from ftlaunch.backends.base import Backend, JobHandle, JobRequest, JobStatus, State
 
 PROGRESS_BYTES = 8 << 20
 # Azure ML job statuses (azure.ai.ml.operations._run_history_constants.JobStatus) -> ours
@@ -62,11 +62,6 @@ def state_of(provider_state: str | None) -> State:
 
 class AzureMLBackend(Backend):
     name = "azureml"
-    UNSUPPORTED = {
-        Capability.DOCKER: "Azure ML runs the trainer image from the registry itself; drop --runtime",
-        Capability.REGION: "an Azure ML job runs in its workspace's region; drop --region and point "
-                           "FTLAUNCH_AZURE_WORKSPACE at a workspace in the region you want",
-    }
 
     def __init__(self, client: Any = None, container: Any = None, backoff_s: float = 1.0, attempts: int = 6,
                  poll_s: float = 5.0, out=None):

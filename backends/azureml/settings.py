@@ -15,6 +15,7 @@ plan time from the environment and $FTLAUNCH_HOME/config.yaml (section `azureml:
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from ftlaunch.backends import base
@@ -54,3 +55,29 @@ def resolve(spec: Any, job_name: str, env: dict[str, str] | None = None) -> dict
     ctx.update(image_mod.for_cloud(ctx["registry"], os.environ if env is None else env, image=ctx["image"],
                                    tag=ctx["image_tag"]))
     return ctx
+
+
+# What `ftlaunch check` reports: each setting a launch needs (its TABLE key and what it is), and the setting
+# that stands in for one left unset (key -> (key, environment variable)).
+CHECK = (
+    ("subscription", "the subscription id"),
+    ("resource_group", "the workspace's resource group"),
+    ("workspace", "the Azure ML workspace"),
+    ("compute", "a GPU compute cluster in the workspace"),
+    ("registry", "NAME.azurecr.io holding ftlaunch-trainer (or FTLAUNCH_AZUREML_IMAGE)"),
+)
+FALLBACKS = {"registry": ("image", "FTLAUNCH_AZUREML_IMAGE")}
+
+
+def credentials(env: dict[str, str]) -> dict[str, Any]:
+    """`ftlaunch check`'s credentials finding: where DefaultAzureCredential would find a login, looked for without asking for a token."""
+    if env.get("AZURE_CLIENT_ID") and (env.get("AZURE_CLIENT_SECRET") or env.get("AZURE_CLIENT_CERTIFICATE_PATH")
+                                       or env.get("AZURE_FEDERATED_TOKEN_FILE")):
+        return base.finding("Azure credentials", True, "service principal from AZURE_CLIENT_ID and friends")
+    if env.get("IDENTITY_ENDPOINT") or env.get("MSI_ENDPOINT"):
+        return base.finding("Azure credentials", True, "managed identity")
+    profile = Path(env.get("AZURE_CONFIG_DIR") or Path.home() / ".azure") / "azureProfile.json"
+    if profile.exists():
+        return base.finding("Azure credentials", True, f"Azure CLI login ({profile.parent})")
+    return base.finding("Azure credentials", False, "none found", "az login (or set AZURE_CLIENT_ID, AZURE_TENANT_ID and "
+                                                           "AZURE_CLIENT_SECRET for a service principal)")

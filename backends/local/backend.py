@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 from ftlaunch import errors, manifest
 from ftlaunch.backends import base, failure
-from ftlaunch.backends.base import Backend, Capability, JobHandle, JobRequest, JobStatus, State
+from ftlaunch.backends.base import Backend, JobHandle, JobRequest, JobStatus, State
 from ftlaunch.backends.local import docker as _docker
 from ftlaunch.backends.local import render as _render
 from ftlaunch.backends.local import supervise as _supervise
@@ -36,11 +36,6 @@ ATTEMPT_MARK = "=== ftlaunch: attempt "  # the log line that starts each attempt
 
 class LocalBackend(Backend):
     name = "local"
-    UNSUPPORTED = {
-        Capability.MULTI_NODE: "this machine is one node; use --cloud skypilot or a managed cloud for --nodes > 1",
-        Capability.SPOT: "spot capacity is a cloud offer; drop --spot or pick a cloud",
-        Capability.REGION: "this machine has no region; drop --region",
-    }
 
     def __init__(self, grace_s: float = CANCEL_GRACE_S):
         self.grace_s = grace_s
@@ -212,6 +207,10 @@ class LocalBackend(Backend):
                     return
             time.sleep(0.1)
         _signal_group(pgid, signal.SIGKILL)
+
+    def fetch_checkpoint(self, handle: JobHandle, dest: Path) -> Path:
+        """The job's newest complete checkpoint copied into dest (see the module's fetch_checkpoint)."""
+        return fetch_checkpoint(handle, dest)
 
     def fetch(self, handle: JobHandle, dest: Path) -> Path:
         """Both runtimes write to a host folder (the container's output volume): copy it and verify."""

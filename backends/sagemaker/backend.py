@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from ftlaunch import errors
 from ftlaunch.backends import base
-from ftlaunch.backends.base import Backend, Capability, JobHandle, JobRequest, JobStatus, State
+from ftlaunch.backends.base import Backend, JobHandle, JobRequest, JobStatus, State
 from ftlaunch.backends.sagemaker import render as _render
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -37,9 +37,6 @@ STARTING = {"Starting", "Pending", "LaunchingMLInstances", "PreparingTrainingSta
 
 class SageMakerBackend(Backend):
     name = "sagemaker"
-    UNSUPPORTED = {
-        Capability.DOCKER: "SageMaker runs the trainer image from ECR itself; drop --runtime",
-    }
 
     def __init__(self, clients: dict[str, Any] | None = None, backoff_s: float = 1.0, attempts: int = 6,
                  poll_s: float = 5.0, out=None):

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 from ftlaunch import errors
 from ftlaunch.backends import base
-from ftlaunch.backends.base import Backend, Capability, JobHandle, JobRequest, JobStatus, State
+from ftlaunch.backends.base import Backend, JobHandle, JobRequest, JobStatus, State
 from ftlaunch.backends.skypilot import render as _render
 
 # sky.jobs.ManagedJobStatus -> ours
@@ -68,10 +68,6 @@ class SkyPilotBackend(Backend):
     RESUME_HINT = ("SkyPilot restarts a managed job by itself after a preemption (and after errors, up to "
                    "FTLAUNCH_SKYPILOT_MAX_RESTARTS times), resuming from the checkpoints in its bucket; for a job "
                    "that ended, launch the spec again")
-    UNSUPPORTED = {
-        Capability.DOCKER: "SkyPilot runs the trainer image on the cluster itself (image_id: docker:...); "
-                           "drop --runtime",
-    }
 
     def __init__(self, sdk: Any = None, storage: dict[str, Any] | None = None, out=None):
         """`sdk`: the `sky` module (imported on use); `storage`: clients for fetch by scheme ("s3", "gs")."""

@@ -44,3 +44,22 @@ def resolve(spec: Any, job_name: str, env: dict[str, str] | None = None) -> dict
     ctx.update(image_mod.for_cloud(ctx["registry"], os.environ if env is None else env, image=ctx["image"],
                                    tag=ctx["image_tag"]))
     return ctx
+
+
+# What `ftlaunch check` reports: each setting a launch needs (its TABLE key and what it is), and the setting
+# that stands in for one left unset (key -> (key, environment variable)).
+CHECK = (
+    ("bucket", "s3://BUCKET or gs://BUCKET for outputs and checkpoints"),
+    ("registry", "a registry the clusters can pull ftlaunch-trainer from (or FTLAUNCH_SKYPILOT_IMAGE)"),
+)
+FALLBACKS = {"registry": ("image", "FTLAUNCH_SKYPILOT_IMAGE")}
+
+
+def credentials(env: dict[str, str]) -> dict[str, Any]:
+    """`ftlaunch check`'s credentials finding: SkyPilot's own state, which `sky check` writes once it has
+    looked at the clouds' credentials."""
+    from pathlib import Path
+
+    enabled = Path(env.get("HOME") or Path.home()) / ".sky"
+    return base.finding("SkyPilot state (~/.sky)", enabled.exists(), str(enabled) if enabled.exists() else "",
+                        "run `sky check` once: it says which clouds' credentials SkyPilot can use")

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 from ftlaunch import errors
 from ftlaunch.backends import base, failure
-from ftlaunch.backends.base import Backend, Capability, JobHandle, JobRequest, JobStatus, State
+from ftlaunch.backends.base import Backend, JobHandle, JobRequest, JobStatus, State
 from ftlaunch.backends.vertex import render as _render
 
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
@@ -42,9 +42,6 @@ STATES = {
 
 class VertexBackend(Backend):
     name = "vertex"
-    UNSUPPORTED = {
-        Capability.DOCKER: "Vertex AI runs the trainer image from Artifact Registry itself; drop --runtime",
-    }
 
     def __init__(self, job_client: Any = None, storage_client: Any = None, backoff_s: float = 1.0,
                  attempts: int = 6, poll_s: float = 5.0, out=None):

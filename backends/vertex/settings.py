@@ -11,8 +11,10 @@ from the environment and $FTLAUNCH_HOME/config.yaml (section `vertex:`), so that
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from ftlaunch import errors
 from ftlaunch.backends import base
 from ftlaunch.containers import image as image_mod
 
@@ -45,3 +47,55 @@ def resolve(spec: Any, job_name: str, env: dict[str, str] | None = None) -> dict
     ctx["inputs"] = base.local_inputs(spec)
     ctx.update(image_mod.for_cloud(ctx["registry"], env, image=ctx["image"], tag=ctx["image_tag"]))
     return ctx
+
+
+def default_registry(region: str | None = None, *, client: Any = None) -> str:
+    """Where `ftlaunch build --cloud vertex` pushes when no registry is named: the Artifact Registry
+    repository `ftlaunch` in the caller's project."""
+    import google.auth
+
+    _, project = google.auth.default()
+    if not project:
+        raise errors.UserError("no Google Cloud project is set, so the Artifact Registry address is unknown.",
+                               hint="gcloud config set project PROJECT, or pass --registry "
+                                    "REGION-docker.pkg.dev/PROJECT/REPOSITORY")
+    return f"{region or 'us-central1'}-docker.pkg.dev/{project}/ftlaunch"
+
+
+# What `ftlaunch check` reports: each setting a launch needs (its TABLE key and what it is), and the setting
+# that stands in for one left unset (key -> (key, environment variable)).
+CHECK = (
+    ("project", "the project that runs the jobs"),
+    ("bucket", "a GCS bucket for inputs, checkpoints and outputs"),
+    ("registry", "REGION-docker.pkg.dev/PROJECT/REPO holding ftlaunch-trainer (or FTLAUNCH_VERTEX_IMAGE)"),
+)
+FALLBACKS = {"project": ("project", "GOOGLE_CLOUD_PROJECT"), "registry": ("image", "FTLAUNCH_VERTEX_IMAGE")}
+
+
+def credentials(env: dict[str, str]) -> dict[str, Any]:
+    """`ftlaunch check`'s credentials finding: Application Default Credentials (without google-auth: not checked)."""
+    import importlib.util
+
+    try:
+        have = importlib.util.find_spec("google.auth") is not None
+    except (ImportError, ValueError):
+        have = False
+    if not have:
+        return base.finding("Google credentials", False, "not checked without google-auth",
+                            "pip install 'ftlaunch[vertex]'")
+    return _gcp_credentials(env)
+
+
+def _gcp_credentials(env: dict[str, str]) -> dict[str, Any]:
+    """Application Default Credentials, looked for without contacting a metadata server."""
+    path = env.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if path:
+        ok = Path(path).exists()
+        return base.finding("Google credentials", ok, f"GOOGLE_APPLICATION_CREDENTIALS={path}" + ("" if ok else " (no file)"),
+                     "point GOOGLE_APPLICATION_CREDENTIALS at a key file, or unset it")
+    adc = Path(env.get("CLOUDSDK_CONFIG") or Path.home() / ".config/gcloud") / "application_default_credentials.json"
+    if adc.exists():
+        return base.finding("Google credentials", True, f"application default credentials ({adc})")
+    if env.get("GCE_METADATA_HOST") or env.get("KUBERNETES_SERVICE_HOST") or env.get("CLOUD_SHELL"):
+        return base.finding("Google credentials", True, "the attached service account (metadata server)")
+    return base.finding("Google credentials", False, "none found", "gcloud auth application-default login")

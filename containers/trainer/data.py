@@ -214,29 +214,6 @@ def train_eval(ds: Any, eval_split: float | str, seed: int, eval_ds: Any = None)
 
 # Chat templates by name, for models whose tokenizer has none (task_args.chat_template: chatml). The
 # {% generation %} tags mark assistant tokens, so the loss can be taken on them alone.
-CHAT_TEMPLATES = {
-    "chatml": (
-        "{% for message in messages %}"
-        "{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}{% generation %}"
-        "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
-        "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endif %}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"),
-    "zephyr": (
-        "{% for message in messages %}"
-        "{% if message['role'] == 'assistant' %}{{ '<|assistant|>\n' }}{% generation %}"
-        "{{ message['content'] + eos_token }}{% endgeneration %}{{ '\n' }}"
-        "{% else %}{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}{% endif %}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"),
-}
-
-
-def chat_template(value: str | None) -> str | None:
-    """A named template (chatml, zephyr) or the Jinja text itself."""
-    if value is None:
-        return None
-    return CHAT_TEMPLATES.get(value.strip().lower(), value)
-
-
 def to_text(ds: Any, fmt: str) -> Any:
     """Continued-pretraining rows: one `text` column (other formats are joined into plain text)."""
     if fmt == "text":

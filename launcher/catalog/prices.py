@@ -20,12 +20,12 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ftlaunch import errors
+from ftlaunch import backends, errors
 from ftlaunch.catalog import gpus as gpu_catalog
 
 DATA = Path(__file__).parent / "data"
 DEFAULT_TABLE = DATA / "prices.csv"
-TARGETS = ("sagemaker", "vertex", "azureml", "skypilot")
+TARGETS = backends.CLOUDS  # the registry's cloud targets: each has rows here
 COLUMNS = ("target", "instance", "gpu", "gpus", "region", "usd_per_hour", "spot_usd_per_hour", "date", "source",
            "details")
 EXTRACT_DATE = "2026-11-27"

@@ -5,7 +5,6 @@ FTLAUNCH_UPDATE_GOLDEN=1 rewrites them."""
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import json
 import os
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from ftlaunch import plan as plan_mod
 from ftlaunch import spec as spec_mod
+from ftlaunch import backends
 from ftlaunch.backends import base, get
 from ftlaunch.containers import image
 
@@ -28,7 +28,7 @@ CONTENT_TAG = image.content_tag(image.options_from_env(UNCONFIGURED))
 
 def render_example(backend: str, overrides: tuple[str, ...] = (), env: dict[str, str] | None = None) -> base.JobRequest:
     """The quickstart rendered for `backend` on an A100, with fixed job name and the given settings."""
-    settings = importlib.import_module(f"ftlaunch.backends.{backend}.settings")
+    settings = backends.settings_module(backend)
     spec = spec_mod.load(REPO / "examples/quickstart.yaml", (f"resources.cloud={backend}", "resources.gpu=a100",
                                                              *overrides))
     plan = plan_mod.make(spec, name=JOB_NAME)

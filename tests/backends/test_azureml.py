@@ -97,12 +97,14 @@ def test_submit_refuses_placeholders_without_network():
         assert var in info.value.render()
 
 
-def test_region_is_refused_with_the_alternative():
-    from ftlaunch.backends.base import Capability
+def test_region_is_refused_with_the_alternative(tmp_path):
+    from ftlaunch import plan, spec as spec_mod
 
+    spec = spec_mod.load(str(REPO / "examples" / "quickstart.yaml"), ("resources.cloud=azureml",
+                                                                      "resources.region=eastus"))
     with pytest.raises(errors.UserError) as info:
-        get("azureml").check_supported({Capability.REGION})
-    assert "FTLAUNCH_AZURE_WORKSPACE" in info.value.render()
+        plan.make(spec)
+    assert "azureml cannot do region" in info.value.render() and "FTLAUNCH_AZURE_WORKSPACE" in info.value.render()
 
 
 def test_dry_run_cli_prints_request_and_cost_table(tmp_path):

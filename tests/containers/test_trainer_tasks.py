@@ -8,8 +8,8 @@ import json
 import pytest
 import taskdata
 
-from ftlaunch import manifest, spec
-from ftlaunch.containers.trainer import contract, data, run
+from ftlaunch import manifest, spec, techniques
+from ftlaunch.containers.trainer import contract, run
 
 pytestmark = pytest.mark.slow
 
@@ -50,5 +50,5 @@ def test_classification_reports_accuracy_macro_f1_and_labels(tiny_classifier, ta
 
 
 def test_named_chat_template():
-    assert "<|im_start|>" in data.chat_template("chatml") and "{% generation %}" in data.chat_template("chatml")
-    assert data.chat_template("{{ messages }}") == "{{ messages }}" and data.chat_template(None) is None
+    assert "<|im_start|>" in techniques.chat_template("chatml") and "{% generation %}" in techniques.chat_template("chatml")
+    assert techniques.chat_template("{{ messages }}") == "{{ messages }}" and techniques.chat_template(None) is None

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ftlaunch import errors, plan, plan_cli
+from ftlaunch import backends, errors, plan, plan_cli
+from ftlaunch.backends.base import Capability
 from ftlaunch import spec as spec_mod
 
 
@@ -315,17 +316,25 @@ def test_targets_that_would_refuse_are_dropped_before_ranking(tmp_path):
                                overrides=("resources.region=eastus",))
     assert not any(o.cloud == "azureml" for o in p.offers)
     assert any(d["target"] == "azureml" and "region" in d["reason"] for d in p.estimate["dropped"])
-    assert plan.unsupported("azureml")["region"].startswith("an Azure ML job runs")
-    assert plan.unsupported("local")["multi_node"]
+    assert backends.facts("azureml").unsupported[Capability.REGION].startswith("an Azure ML job runs")
+    assert Capability.MULTI_NODE in backends.facts("local").unsupported
 
 
-def test_cli_needs_uses_the_planner(tmp_path):
-    from ftlaunch import cli
-    from ftlaunch.backends.base import Capability
-
+def test_needs_are_derived_from_the_spec(tmp_path):
     spec = spec_mod.load(write_spec(tmp_path), ("resources.cloud=sagemaker", "resources.spot=true",
-                                                "resources.nodes=2", "resources.runtime=docker"))
-    assert cli.needs(type("P", (), {"spec": spec})()) == {Capability.SPOT, Capability.MULTI_NODE}
+                                                "resources.nodes=2", "resources.runtime=docker",
+                                                "resources.max_runtime=2h"))
+    assert plan.needs(spec) == {Capability.SPOT, Capability.MULTI_NODE, Capability.DOCKER, Capability.MAX_RUNTIME}
+    assert plan.needs(spec_mod.load(write_spec(tmp_path), ("resources.runtime=process",))) == set()
+
+
+def test_a_cloud_asked_for_the_docker_runtime_is_refused_before_render(tmp_path):
+    from ftlaunch import cli
+
+    result = CliRunner().invoke(cli.main_group, ["--cloud", "sagemaker", "--runtime", "docker", "--dry-run",
+                                           str(write_spec(tmp_path, model=LLAMA8))])
+    assert result.exit_code == 2, result.output
+    assert "sagemaker cannot do docker" in result.output and "drop --runtime" in result.output
 
 
 def test_local_claims_no_gpu_without_one(tmp_path, monkeypatch):
