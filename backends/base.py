@@ -55,11 +55,22 @@ class BackendFacts:
     extra: str = ""  # the pip extra that installs its SDK: pip install 'ftlaunch[<extra>]'
     sdk: tuple[str, ...] = ()  # modules that extra provides (looked for, never imported, by `check`)
     sdk_label: str = ""  # how `check` names them
+    # storage URIs its jobs read a dataset or model from, and how each reaches the job: {"s3": "an input
+    # channel ..."}; any other scheme is refused at plan time (local files are uploaded, hub names downloaded)
+    reads: dict[str, str] = dataclasses.field(default_factory=dict)
 
-    def refusals(self, needs: set[Capability]) -> list[str]:
-        """One line per capability in `needs` this target lacks, with its reason (empty: it serves them all)."""
-        return [f"{self.name} cannot do {c.value}: {self.unsupported[c]}"
-                for c in sorted(needs, key=lambda c: c.value) if c in self.unsupported]
+    def refusals(self, needs: set[Capability], uris: dict[str, str] | None = None) -> list[str]:
+        """One line per capability in `needs` this target lacks, with its reason, and per storage URI in `uris`
+        ({spec field: URI}) its jobs cannot read (empty: it serves them all)."""
+        out = [f"{self.name} cannot do {c.value}: {self.unsupported[c]}"
+               for c in sorted(needs, key=lambda c: c.value) if c in self.unsupported]
+        for field, uri in (uris or {}).items():
+            scheme = uri.split("://", 1)[0].lower()
+            if scheme not in self.reads:
+                where = f"a {' or '.join(s + '://' for s in self.reads)} URI" if self.reads else "a local path"
+                out.append(f"{self.name} cannot read {scheme}:// data ({field} {uri}): give {where}, or a local "
+                           "path (it is uploaded), or pick a cloud that reads it")
+        return out
 
 
 @dataclasses.dataclass

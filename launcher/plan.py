@@ -223,18 +223,34 @@ def needs(spec: Spec) -> set[Capability]:
 
 
 def refusals(spec: Spec, target: str) -> list[str]:
-    """Why `target` would refuse `spec` (empty when it would not), from its FACTS.unsupported in the registry:
-    checked before offers are ranked."""
-    return backends.facts(target).refusals(needs(spec))
+    """Why `target` would refuse `spec` (empty when it would not), from its FACTS in the registry (what it
+    cannot do, which storage URIs its jobs cannot read): checked before offers are ranked."""
+    return backends.facts(target).refusals(needs(spec), storage_uris(spec))
+
+
+def storage_uris(spec: Spec) -> dict[str, str]:
+    """{spec field: URI} for the model and data the spec names by a storage URI (s3://, gs://, azureml://...)."""
+    fields = {"model": spec.model, "dataset.path": spec.dataset.path, "dataset.eval_path": spec.dataset.eval_path}
+    return {k: v for k, v in fields.items() if v and "://" in v}
+
+
+def data_route(spec: Spec, target: str) -> list[str]:
+    """How each storage URI of the spec reaches a job on `target` (the plan prints it)."""
+    reads = backends.facts(target).reads
+    return [f"{field} {uri}: {reads[uri.split('://', 1)[0].lower()]}" for field, uri in storage_uris(spec).items()
+            if uri.split("://", 1)[0].lower() in reads]
 
 
 def refuse_unsupported(spec: Spec, target: str) -> None:
-    """Raises one UserError naming every need of `spec` that `target` lacks, with each reason and alternative."""
-    lacks = backends.facts(target).unsupported
-    missing = [c for c in sorted(needs(spec), key=lambda c: c.value) if c in lacks]
-    if missing:
-        raise errors.UserError(f"--cloud {target} cannot run this job.",
-                               problems=[errors.Problem(message=lacks[c], field=c.value) for c in missing])
+    """Raises one UserError naming every need of `spec` that `target` lacks (and every storage URI its jobs
+    cannot read), with each reason and alternative."""
+    facts = backends.facts(target)
+    problems = [errors.Problem(message=facts.unsupported[c], field=c.value)
+                for c in sorted(needs(spec), key=lambda c: c.value) if c in facts.unsupported]
+    problems += [errors.Problem(message=reason, field=field) for field, uri in storage_uris(spec).items()
+                 for reason in facts.refusals(set(), {field: uri})]
+    if problems:
+        raise errors.UserError(f"--cloud {target} cannot run this job.", problems=problems)
 
 
 # --------------------------------------------------------------------------- cloud offers
@@ -342,6 +358,7 @@ def _cloud(spec: Spec, name: str, targets: tuple[str, ...], *, optimize: str, re
     est["memory"] = chosen.details.get("memory")
     est["max_runtime"] = runtime_how
     est["failover"] = [_offer_line(o) for o in failover_order(offers, chosen, budget)]
+    est["data"] = data_route(spec, chosen.cloud)
     return Plan(spec=spec, job_name=name, cloud=chosen.cloud, offer=chosen, offers=offers,
                 output_uri=spec.output.path or "", max_runtime_s=max_runtime,
                 why=_why(chosen, offers, optimize, budget), estimate=est,

@@ -175,6 +175,8 @@ def print_plan(console: Any, p: plan.Plan, max_rows: int = 20) -> None:
     if batch:
         console.print(f"global batch {batch['global']} = micro-batch {batch['per_device']} x {batch['devices']} GPUs x "
                       f"grad_accum {batch['grad_accum']}")
+    for line in est.get("data") or []:
+        console.print(term.plain(f"data: {line}", ""))
     if p.offer is not None:
         console.print(term.markup("[bold]chosen:[/] {}", p.why))
         if p.max_runtime_s:

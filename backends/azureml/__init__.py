@@ -11,4 +11,5 @@ FACTS = BackendFacts(
                            "FTLAUNCH_AZURE_WORKSPACE at a workspace in the region you want",
     },
     extra="azure", sdk=("azure.ai.ml", "azure.identity", "azure.storage.blob"),
-    sdk_label="azure-ai-ml, azure-identity and azure-storage-blob")
+    sdk_label="azure-ai-ml, azure-identity and azure-storage-blob",
+    reads={"azureml": "a job input (uri_file or uri_folder) mounted from the datastore"})

@@ -8,4 +8,5 @@ FACTS = BackendFacts(
     unsupported={
         Capability.DOCKER: "SageMaker runs the trainer image from ECR itself; drop --runtime",
     },
-    extra="sagemaker", sdk=("boto3",), sdk_label="boto3")
+    extra="sagemaker", sdk=("boto3",), sdk_label="boto3",
+    reads={"s3": "an input channel: SageMaker copies it into /opt/ml/input/data/<channel> before the trainer starts"})

@@ -9,4 +9,6 @@ FACTS = BackendFacts(
         Capability.DOCKER: "SkyPilot runs the trainer image on the cluster itself (image_id: docker:...); "
                            "drop --runtime",
     },
-    extra="skypilot", sdk=("sky",), sdk_label="skypilot")
+    extra="skypilot", sdk=("sky",), sdk_label="skypilot",
+    reads={scheme: "a SkyPilot file mount: the bucket's file or folder copied onto the node"
+           for scheme in ("s3", "gs", "r2", "cos", "oci")})

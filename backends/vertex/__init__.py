@@ -9,4 +9,5 @@ FACTS = BackendFacts(
         Capability.DOCKER: "Vertex AI runs the trainer image from Artifact Registry itself; drop --runtime",
     },
     extra="vertex", sdk=("google.cloud.aiplatform_v1", "google.cloud.storage"),
-    sdk_label="google-cloud-aiplatform and google-cloud-storage")
+    sdk_label="google-cloud-aiplatform and google-cloud-storage",
+    reads={"gs": "the job's Cloud Storage FUSE mount: /gcs/<bucket>/<path>"})

@@ -94,3 +94,38 @@ def test_what_a_backend_does_not_declare_is_not_refused(name):
     for capability, overrides in NEEDING.items():
         if capability not in backends.facts(name).unsupported:
             assert plan_mod.refusals(_spec(name, *overrides), name) == []
+
+
+SCHEMES = {"s3": "s3://bucket/data/train.jsonl", "gs": "gs://bucket/data/train.jsonl",
+           "azureml": "azureml://datastores/workspaceblobstore/paths/data/train.jsonl",
+           "az": "az://container/data/train.jsonl", "hf": "hf://datasets/org/name"}
+
+
+@pytest.mark.parametrize("name", [f.name for f in backends.all_facts()])
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_a_dataset_uri_reaches_the_job_or_is_refused_at_plan_time(name, scheme):
+    """Issue 13: an s3://, gs://, az:// or azureml:// dataset either reaches the job the way the backend declares
+    (FACTS.reads, and the plan says how) or the planner refuses that backend with the reason and the fix."""
+    uri = SCHEMES[scheme]
+    s = spec_mod.load(QUICKSTART, (f"resources.cloud={name}", f"dataset.path={uri}"))
+    reads = backends.facts(name).reads
+    if scheme not in reads:
+        with pytest.raises(errors.UserError) as info:
+            plan_mod.make(s, name=JOB_NAME)
+        text = info.value.render()
+        assert f"cannot read {scheme}:// data (dataset.path {uri})" in text and "local path" in text
+        return
+    plan = plan_mod.make(s, name=JOB_NAME)
+    assert plan.cloud == name and plan.estimate["data"] == [f"dataset.path {uri}: {reads[scheme]}"]
+    request = backends.get(name).render(plan)
+    job_spec = json.dumps(request.to_json())
+    assert not any(u.get("source") == uri for u in request.uploads)  # read where it is, never uploaded
+    assert uri in job_spec or uri.split("://", 1)[1] in job_spec  # the job is pointed at it
+
+
+def test_auto_drops_clouds_that_cannot_read_the_data_before_ranking():
+    s = spec_mod.load(QUICKSTART, ("resources.cloud=auto", "dataset.path=gs://bucket/data/train.jsonl"))
+    plan = plan_mod.make(s, name=JOB_NAME)
+    assert {o.cloud for o in plan.offers} == {"vertex", "skypilot"}
+    dropped = {d["target"]: d["reason"] for d in plan.estimate["dropped"]}
+    assert set(dropped) == {"sagemaker", "azureml"} and "cannot read gs:// data" in dropped["sagemaker"]
