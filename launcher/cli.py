@@ -97,8 +97,11 @@ def _markup(template: str, *values: Any) -> Any:
 def launch_options(func):
     """The options of the launch form, shared by the bare group and `ftlaunch launch`."""
     options = [
-        click.option("--cloud", type=click.Choice([*backends.NAMES, "auto"]),
-                     help="Where to run (default: the spec's resources.cloud)."),
+        click.option("--cloud", metavar="|".join([*backends.NAMES, "auto"]),
+                     help="Where to run (default: the spec's resources.cloud); several clouds, comma-separated "
+                          "(sagemaker,vertex), plan and fail over among those only.",
+                     shell_complete=lambda ctx, param, incomplete: [n for n in [*backends.NAMES, "auto"]
+                                                                    if n.startswith(incomplete)]),
         click.option("--gpu", help="GPU type, optionally with a count: a100, h100:8, l4.",
                      shell_complete=lambda ctx, param, incomplete: complete_gpus(incomplete)),
         click.option("--nodes", type=int, help="Number of nodes."),
@@ -186,7 +189,10 @@ def _default_spec() -> str:
 def option_overrides(options: dict[str, Any]) -> list[str]:
     """The launch options as spec overrides, so the CLI and the spec share one validation path."""
     out = [f"resources.{k}={options[k]}" for k in ("cloud", "gpu", "nodes", "region", "runtime")
-           if options.get(k) is not None]
+           if options.get(k) is not None and not (k == "cloud" and "," in options[k])]
+    if options.get("cloud") and "," in options["cloud"]:  # --cloud sagemaker,vertex: auto among those
+        names = [n.strip() for n in options["cloud"].split(",") if n.strip()]
+        out += ["resources.cloud=auto", f"resources.clouds=[{', '.join(names)}]"]
     if options.get("spot") is not None:
         out.append(f"resources.spot={'true' if options['spot'] else 'false'}")
     return out + list(options.get("overrides") or ())
@@ -217,7 +223,7 @@ def prepare(spec_path: str, options: dict[str, Any]) -> Prepared:
     spec = spec_mod.load(spec_path, option_overrides(options))
     if not options.get("skip_preflight"):
         preflight_data(spec)
-    skipped = _unconfigured_clouds(spec, options) if spec.resources.cloud == "auto" else {}
+    skipped = _unconfigured_clouds(spec, options) if spec.resources.cloud == "auto" else {}  # or `clouds:`
     return prepare_plan(spec, options, skipped=skipped)
 
 
@@ -228,7 +234,7 @@ def prepare_plan(spec: Any, options: dict[str, Any], *, name: str | None = None,
 
     skipped = skipped or {}
     if targets is None and skipped:
-        targets = tuple(t for t in plan_mod.TARGETS if t not in skipped)
+        targets = tuple(t for t in plan_mod.allowed_targets(spec) if t not in skipped)
     plan = plan_mod.make(spec, name=name, targets=targets, refused=refused,
                          calibrate=not options.get("dry_run"))  # a real local run measures this machine once
     build_cli.choose_image(plan, options.get("image"))
@@ -245,7 +251,8 @@ def _unconfigured_clouds(spec: Any, options: dict[str, Any]) -> dict[str, list[s
     from ftlaunch.backends import base
 
     out: dict[str, list[str]] = {}
-    for target in plan_mod.TARGETS:
+    allowed = plan_mod.allowed_targets(spec)
+    for target in allowed:
         try:
             plan = plan_mod.make(spec, name="probe", targets=(target,), require_fit=False)
         except errors.UserError:
@@ -256,7 +263,7 @@ def _unconfigured_clouds(spec: Any, options: dict[str, Any]) -> dict[str, list[s
         missing = base.placeholders(backends.get(target).render(plan))
         if missing:
             out[target] = missing
-    return {} if len(out) == len(plan_mod.TARGETS) else out
+    return {} if len(out) == len(allowed) else out
 
 
 def preflight_data(spec: Any) -> None:

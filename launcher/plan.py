@@ -102,9 +102,16 @@ def make(spec: Spec, *, name: str | None = None, targets: tuple[str, ...] | None
         if cloud == "local":
             refuse_unsupported(spec, "local")
             return _local(spec, name, calibrate)
-        targets = TARGETS if cloud == "auto" else (cloud,)
+        targets = allowed_targets(spec)
     return _cloud(spec, name, tuple(targets), optimize=optimize or _optimize(spec), require_fit=require_fit,
                   online=online, explicit=explicit, refused=refused or {})
+
+
+def allowed_targets(spec: Spec) -> tuple[str, ...]:
+    """The clouds a cloud plan considers: `cloud: auto` every target (or those `clouds:` lists), else the one."""
+    if spec.resources.cloud == "auto":
+        return tuple(t for t in TARGETS if not spec.resources.clouds or t in spec.resources.clouds)
+    return (spec.resources.cloud,)
 
 
 def _optimize(spec: Spec) -> str:

@@ -48,8 +48,8 @@ def estimate_plan(spec_path: str, overrides: tuple[str, ...] = (), cloud: str | 
     spec = spec_mod.load(spec_path, tuple(extra))
     if cloud == "local":  # this machine: its own GPUs (or none) and a measured step time, not the clouds' offers
         return plan.make(spec, name=spec.name, optimize=optimize, require_fit=False, online=online, calibrate=True)
-    targets = ALL_TARGETS if cloud == "auto" or (cloud is None and spec.resources.cloud in ("local", "auto")) \
-        else (spec.resources.cloud,)
+    targets = ALL_TARGETS if cloud == "auto" or (cloud is None and spec.resources.cloud == "local") \
+        else plan.allowed_targets(spec)
     return plan.make(spec, name=spec.name, targets=targets, optimize=optimize, require_fit=False, online=online)
 
 

@@ -243,6 +243,9 @@ def parse_duration(value: Union[int, float, str]) -> int:
 class Resources(_Strict):
     cloud: CloudName = Field(
         "local", description="where to run; auto: the cheapest offer that fits on any cloud target")
+    clouds: list[Literal[tuple(n for n in CLOUDS if n != "local")]] | None = Field(  # type: ignore[misc]
+        None, min_length=1, description="with cloud: auto, only these clouds are planned (and failed over to); "
+                                        "`--cloud sagemaker,vertex` sets both")
     optimize: Literal["cost", "time"] = Field("cost", description="with several offers: cheapest or fastest")
     gpu: str | None = Field(None, max_length=64, description="GPU type, e.g. a100, h100, l4; 'a100:8' also sets gpus")
     gpus: int = Field(1, ge=0, le=64, description="GPUs per node")
@@ -259,6 +262,13 @@ class Resources(_Strict):
     @classmethod
     def _duration(cls, v: Union[int, str, None]) -> int | None:
         return None if v is None else parse_duration(v)
+
+    @pydantic.model_validator(mode="after")
+    def _clouds_with_auto(self) -> "Resources":
+        if self.clouds and self.cloud != "auto":
+            raise ValueError(f"clouds lists the clouds `cloud: auto` chooses among; with cloud: {self.cloud} drop "
+                             "clouds, or set cloud: auto")
+        return self
 
     @pydantic.model_validator(mode="after")
     def _gpu_count(self) -> "Resources":

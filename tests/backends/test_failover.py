@@ -64,6 +64,14 @@ def test_dry_run_shows_the_failover_order_within_configured_clouds(clouds, tiny_
     none = json.loads(ftlaunch(env, "--cloud", "auto", "--gpu", "a100", "--dry-run", "--json", "--no-failover",
                                *HOST_IMAGE, str(tiny_spec)).stdout)
     assert none["failover"] == []
+    # a list of clouds: auto among those only, the plan and its failover order alike
+    listed = json.loads(ftlaunch(env, "--cloud", "sagemaker,azureml", "--gpu", "a100", "--dry-run", "--json",
+                                 *HOST_IMAGE, str(tiny_spec)).stdout)
+    assert listed["plan"]["cloud"] == "sagemaker" and listed["not_configured"] == {"azureml": listed["not_configured"]["azureml"]}
+    assert {o["target"] for o in listed["failover"]} <= {"sagemaker"}
+    assert {o["cloud"] for o in listed["plan"]["offers"]} == {"sagemaker"}
+    wrong = ftlaunch(env, "--cloud", "vertex,gcp", "--dry-run", str(tiny_spec), check=False)
+    assert wrong.returncode == 2 and "resources.clouds" in wrong.stderr and "'gcp'" in wrong.stderr
 
 
 @pytest.mark.slow
