@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 from ftlaunch.backends import azureml, local, sagemaker, skypilot, vertex
 from ftlaunch.backends.base import Backend, BackendFacts
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 
 
 class State(str, enum.Enum):
@@ -139,7 +139,7 @@ def fetch_verified(dest: Path, download: Callable[[Path], None], job: str = "") 
     import shutil
     import tempfile
 
-    from ftlaunch import manifest
+    from ftlaunch.core import manifest
 
     dest = Path(os.path.abspath(Path(dest).expanduser()))
     previous = fetched_before(dest)  # raises UserError for a folder holding anything else
@@ -172,7 +172,7 @@ def fetch_verified(dest: Path, download: Callable[[Path], None], job: str = "") 
 def unlisted(folder: Path, data: dict[str, Any]) -> list[str]:
     """Files in a fetched folder that its manifest does not list (not verified), besides the manifest and
     the fetch marker."""
-    from ftlaunch import manifest
+    from ftlaunch.core import manifest
 
     return [rel for rel in _files(Path(folder)) if rel not in data["files"] and rel not in (manifest.NAME, FETCH_MARKER)]
 
@@ -190,7 +190,7 @@ def _files(folder: Path) -> list[str]:
 def fetched_before(dest: Path) -> dict[str, list[str]] | None:
     """None if dest does not exist; else the files an earlier fetch wrote there ({} for an empty folder).
     Raises UserError if dest holds anything that fetch did not write, or a file changed since."""
-    from ftlaunch import manifest
+    from ftlaunch.core import manifest
 
     if not os.path.lexists(dest):
         return None
@@ -222,7 +222,7 @@ def fetched_before(dest: Path) -> dict[str, list[str]] | None:
 def _move_into(staging: Path, dest: Path, previous: dict[str, list[str]], marker: dict[str, Any]) -> None:
     """Replaces what an earlier fetch wrote in dest with the verified files in staging, file by file. The
     marker first lists both versions, so an interrupted move still leaves a folder the next fetch accepts."""
-    from ftlaunch import manifest
+    from ftlaunch.core import manifest
 
     both = {rel: sorted(set(previous.get(rel, [])) | set(marker["files"].get(rel, [])))
             for rel in set(previous) | set(marker["files"])}
@@ -368,7 +368,7 @@ def refuse_placeholders(request: JobRequest) -> None:
 def settings(section: str, table: dict[str, tuple[str, Any]], env: dict[str, str] | None = None) -> dict[str, Any]:
     """A backend's settings: each `key: (ENVIRONMENT_VARIABLE, default)` from the environment, else from
     `section:` in $FTLAUNCH_HOME/config.yaml, else the default. Read at plan time, never in render."""
-    from ftlaunch import paths
+    from ftlaunch.core import paths
 
     env = os.environ if env is None else env
     path = paths.home() / "config.yaml"
@@ -396,7 +396,7 @@ def local_inputs(spec: Any) -> dict[str, dict[str, Any]]:
     is a local file, a local folder (with its files), a storage URI, or a reference the job resolves itself
     (a hub id). A local file or folder also gets the sha256 of its bytes (a folder: over its files' names and
     bytes), which names its place in storage. Reads the file system, so the planner calls it, not render."""
-    from ftlaunch import models
+    from ftlaunch.core import models
 
     refs = {"model": spec.model, "train": spec.dataset.path, "eval": spec.dataset.eval_path}
     out = {}
@@ -471,7 +471,7 @@ class DigestCache:
     hashed again; a cache that cannot be read or written only costs the hashing."""
 
     def __init__(self) -> None:
-        from ftlaunch import paths
+        from ftlaunch.core import paths
 
         self.path = paths.home() / DIGEST_CACHE
         try:
@@ -481,7 +481,7 @@ class DigestCache:
         self.changed = False
 
     def sha256(self, path: Path) -> str:
-        from ftlaunch import manifest
+        from ftlaunch.core import manifest
 
         path = Path(os.path.abspath(path))
         st = path.stat()
@@ -497,7 +497,7 @@ class DigestCache:
     def save(self) -> None:
         if not self.changed:
             return
-        from ftlaunch import manifest
+        from ftlaunch.core import manifest
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ BUDGET_S = 0.5
 RUNNER = textwrap.dedent("""
     import sys
     import click
-    from ftlaunch import plan_cli
+    from ftlaunch.cli import plan_cli
     group = click.Group()
     group.add_command(plan_cli.estimate)
     group(sys.argv[1:])

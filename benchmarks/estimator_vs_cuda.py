@@ -41,8 +41,9 @@ def main() -> int:
         print("no CUDA device: skipped")
         return 0
 
-    from ftlaunch import estimator, models, shapes
-    from ftlaunch.techniques import Technique
+    from ftlaunch.planning import estimator, shapes
+    from ftlaunch.core import models
+    from ftlaunch.core.techniques import Technique
 
     shape = shapes.resolve(args.model)
     ref = models.resolve(args.model)

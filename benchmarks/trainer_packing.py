@@ -35,7 +35,7 @@ def write_mixed(path: Path, n: int = 400, seed: int = 0) -> Path:
 
 
 def tokens_per_s(model: Path, data: Path, work: Path, steps: int, packing: bool) -> tuple[float, dict]:
-    from ftlaunch import spec
+    from ftlaunch.core import spec
     from ftlaunch.containers.trainer import contract, run
 
     s = spec.loads(f"""\

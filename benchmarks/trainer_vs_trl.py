@@ -21,7 +21,7 @@ TARGET = 1.0
 
 
 def ours(model: Path, data: Path, work: Path, steps: int) -> float:
-    from ftlaunch import spec
+    from ftlaunch.core import spec
     from ftlaunch.containers.trainer import contract, run
 
     s = spec.loads(f"""\

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 
 NAMES = ("docker", "podman")
 ANSWER_TIMEOUT_S = 5.0

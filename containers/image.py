@@ -24,7 +24,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 
 REPOSITORY = "ftlaunch-trainer"
 DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime"

@@ -2,7 +2,7 @@
 layer importing one above it (the launcher reaches a backend only through the registry in `ftlaunch.backends`).
 
 Every `import` counts, at module level or inside a function, since either makes one module depend on the other.
-After a move of modules into new folders, extend LAYERS (and the layer each prefix maps to): nothing else."""
+After a move of modules into new folders, extend LAYER_OF and FORBIDDEN: nothing else."""
 
 from __future__ import annotations
 
@@ -12,29 +12,34 @@ import os
 
 import pytest
 
-# Module name prefixes -> their layer; the longest matching prefix wins. A module matching none is in "launcher".
+# Module name prefixes -> their layer; the longest matching prefix wins (DESIGN.md, "Layers").
 LAYER_OF = {
-    "ftlaunch": "launcher",
+    "ftlaunch": "cli",  # the package root (`python -m ftlaunch` starts the CLI) and anything not listed below
+    "ftlaunch.core": "core",  # errors, the spec, techniques and data formats, models, job records, pre-flight, console
+    "ftlaunch.planning": "planning",  # shapes, estimator, catalog, plan
+    "ftlaunch.bench": "bench",
+    "ftlaunch.cli": "cli",
     "ftlaunch.backends": "registry",  # the registry of backend facts (backends/__init__.py)
     "ftlaunch.backends.base": "registry",  # the backend contract, its records and shared helpers
+    "ftlaunch.backends.failure": "registry",  # a failed job's reason, for every backend
     "ftlaunch.backends.*": "backend",  # one particular backend's package: ftlaunch.backends.<name>[.<module>]
     "ftlaunch.containers": "containers",
     "ftlaunch.containers.trainer": "trainer",
     "ftlaunch.templates": "templates",  # package data: Jinja templates, starter specs
 }
-# layer -> the layers it must not import. The launcher reaches a particular backend only through the registry.
-# The lead's core/ move adds e.g. "core": {"launcher", "planning", "cli", "bench", "backend", ...}.
+# layer -> the layers it must not import: each imports only the layers below it. The launcher reaches a
+# particular backend only through the registry; the trainer (in the job image) only core.
 FORBIDDEN = {
-    "launcher": {"backend"},
-    "registry": {"launcher"},  # ... except the modules in SHARED below, which every layer may use
-    "backend": {"launcher"},
-    "containers": {"launcher", "registry", "backend"},
-    "trainer": {"launcher", "backend", "registry"},
+    "core": {"planning", "bench", "cli", "backend", "containers", "trainer"},
+    "registry": {"planning", "bench", "cli", "backend"},
+    "backend": {"planning", "bench", "cli"},
+    "planning": {"bench", "cli", "backend", "trainer"},
+    "bench": {"cli", "backend", "trainer"},
+    "cli": {"backend", "trainer"},
+    "containers": {"planning", "bench", "cli", "registry", "backend"},
+    "trainer": {"planning", "bench", "cli", "backend", "registry"},
 }
-# modules of the launcher layer that every layer may import (the future core): errors, paths, the manifest, model
-# references, the spec, and the data formats with their row checks (the trainer checks rows as the pre-flight does)
-SHARED = {"ftlaunch.errors", "ftlaunch.paths", "ftlaunch.manifest", "ftlaunch.models", "ftlaunch.techniques",
-          "ftlaunch.spec", "ftlaunch.preflight"}
+SHARED: set[str] = set()  # modules every layer may import whatever its layer (none: core is that)
 
 
 def discover() -> dict[str, str]:
@@ -116,8 +121,10 @@ def graph(modules: dict[str, str]) -> dict[str, set[str]]:
 
 def layer(module: str) -> str:
     parts = module.split(".")
-    if len(parts) >= 3 and parts[:2] == ["ftlaunch", "backends"] and parts[2] != "base":
-        return LAYER_OF["ftlaunch.backends.*"]
+    if len(parts) >= 3 and parts[:2] == ["ftlaunch", "backends"] and parts[2] not in ("base", "failure"):
+        # a backend package's __init__ declares its FACTS for the registry (light, no SDK): registry layer;
+        # its modules (render, backend, settings, entry, ...) are that backend
+        return "registry" if len(parts) == 3 else LAYER_OF["ftlaunch.backends.*"]
     best = max((p for p in LAYER_OF if module == p or module.startswith(p + ".")), key=len, default="ftlaunch")
     return LAYER_OF[best]
 
@@ -189,8 +196,8 @@ def edges() -> dict[str, set[str]]:
 
 def test_the_walk_sees_every_layer(edges):
     seen = {layer(m) for m in edges}
-    assert {"launcher", "registry", "backend", "containers", "trainer"} <= seen, seen
-    assert {"ftlaunch.plan", "ftlaunch.backends.vertex.render", "ftlaunch.containers.trainer.run"} <= set(edges)
+    assert {"core", "planning", "bench", "cli", "registry", "backend", "containers", "trainer"} <= seen, seen
+    assert {"ftlaunch.planning.plan", "ftlaunch.backends.vertex.render", "ftlaunch.containers.trainer.run"} <= set(edges)
 
 
 def test_no_import_cycles(edges):
@@ -207,12 +214,16 @@ def test_the_checks_catch_what_they_are_for():
     ring = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(ring) == [["a", "b", "c", "a"]]
     assert layer("ftlaunch.backends.local.docker") == "backend" and layer("ftlaunch.backends") == "registry"
-    assert layer("ftlaunch.plan") == "launcher" and layer("ftlaunch.containers.trainer.data") == "trainer"
+    assert layer("ftlaunch.backends.vertex") == "registry"  # its FACTS
+    assert layer("ftlaunch.planning.plan") == "planning" and layer("ftlaunch.containers.trainer.data") == "trainer"
+    assert layer("ftlaunch.core.spec") == "core" and layer("ftlaunch.cli.plan_cli") == "cli" and layer("ftlaunch") == "cli"
     # what this change removed: the planner reaching into the local backend, and the base <-> jobs ring
-    assert layer_violations({"ftlaunch.plan": {"ftlaunch.backends.local.docker", "ftlaunch.backends"}}) == [
-        "ftlaunch.plan (launcher) imports ftlaunch.backends.local.docker (backend)"]
-    assert cycles({"ftlaunch.backends.base": {"ftlaunch.jobs"}, "ftlaunch.jobs": {"ftlaunch.backends.base"}}) == [
-        ["ftlaunch.backends.base", "ftlaunch.jobs", "ftlaunch.backends.base"]]
+    assert layer_violations({"ftlaunch.planning.plan": {"ftlaunch.backends.local.docker", "ftlaunch.backends"}}) == [
+        "ftlaunch.planning.plan (planning) imports ftlaunch.backends.local.docker (backend)"]
+    assert layer_violations({"ftlaunch.core.spec": {"ftlaunch.planning.plan"}}) == [
+        "ftlaunch.core.spec (core) imports ftlaunch.planning.plan (planning)"]
+    assert cycles({"ftlaunch.backends.base": {"ftlaunch.core.jobs"}, "ftlaunch.core.jobs": {"ftlaunch.backends.base"}}) == [
+        ["ftlaunch.backends.base", "ftlaunch.core.jobs", "ftlaunch.backends.base"]]
 
 
 def test_function_level_imports_count(tmp_path):

@@ -49,10 +49,10 @@ def test_wheel_carries_every_tracked_data_file(wheel):
 
 def test_wheel_lists_packages_and_data(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for required in ("ftlaunch/cli.py", "ftlaunch/backends/local/backend.py", "ftlaunch/backends/local/supervise.py",
+    for required in ("ftlaunch/cli/__init__.py", "ftlaunch/backends/local/backend.py", "ftlaunch/backends/local/supervise.py",
                      "ftlaunch/containers/trainer/__main__.py", "ftlaunch/templates/specs/instruction.yaml.j2"):
         assert required in names, required
-    assert any(n.startswith("ftlaunch/catalog/data/") and n.endswith(".csv") for n in names)
+    assert any(n.startswith("ftlaunch/planning/catalog/data/") and n.endswith(".csv") for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "ftlaunch = ftlaunch.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 
@@ -62,7 +62,7 @@ def test_installed_wheel_runs_from_its_own_files(wheel, tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)
     code = ("import ftlaunch, sys\n"
-            "from ftlaunch import cli, starters\n"
+            "from ftlaunch import cli; from ftlaunch.cli import starters\n"
             "assert ftlaunch.__file__.startswith(sys.argv[1]), ftlaunch.__file__\n"
             "starters.render(use_case='chat', size='small')\n"
             "cli.main_group(['techniques'], standalone_mode=False)\n")

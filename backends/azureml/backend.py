@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 from ftlaunch.backends import base, failure
 from ftlaunch.backends.azureml import render as _render
 from ftlaunch.backends.base import Backend, JobHandle, JobRequest, JobStatus, State

@@ -122,7 +122,7 @@ def split_datastore_uri(uri: str) -> tuple[str, str]:
     """azureml://datastores/<name>/paths/<path> -> (name, path)."""
     m = re.fullmatch(r"azureml://datastores/([^/]+)/paths/(.*)", uri)
     if not m:
-        from ftlaunch import errors
+        from ftlaunch.core import errors
 
         raise errors.UserError(f"{uri} is not an azureml://datastores/<name>/paths/<path> URI.")
     return m.group(1), m.group(2)

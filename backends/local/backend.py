@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ftlaunch import errors, manifest
+from ftlaunch.core import errors, manifest
 from ftlaunch.backends import base, failure
 from ftlaunch.backends.base import Backend, JobHandle, JobRequest, JobStatus, State
 from ftlaunch.backends.local import docker as _docker

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from ftlaunch import errors, manifest
+from ftlaunch.core import errors, manifest
 from ftlaunch.backends import failure
 from ftlaunch.backends.base import JobHandle, JobRequest, JobStatus, State
 from ftlaunch.containers import engine as engine_mod
@@ -86,7 +86,7 @@ def count_gpus(env: Mapping[str, str]) -> int:
 
 def read_only_paths(spec: Any) -> list[str]:
     """Local folders and files the (resolved) spec reads: model, dataset, eval set. Mounted at the same path."""
-    from ftlaunch import models
+    from ftlaunch.core import models
 
     paths = []
     for ref in (spec.model, spec.dataset.path, spec.dataset.eval_path):
@@ -103,7 +103,7 @@ def read_only_paths(spec: Any) -> list[str]:
 
 def _package_model_path(spec: Any) -> str | None:
     """A `pkg:` model resolved on this machine (the image does not have that package): its path here."""
-    from ftlaunch import models
+    from ftlaunch.core import models
 
     if not spec.model.startswith(models.PKG_PREFIX):
         return None

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from ftlaunch import manifest
+from ftlaunch.core import manifest
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PARENT_DEATH_SIGNAL = signal.SIGTERM

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 from ftlaunch.backends import base
 from ftlaunch.backends.base import Backend, JobHandle, JobRequest, JobStatus, State
 from ftlaunch.backends.sagemaker import render as _render

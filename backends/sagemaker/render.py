@@ -133,7 +133,7 @@ def _text(value: Any) -> str:
 
 
 def _check_limits(values: dict[str, str], limit: int, what: str) -> None:
-    from ftlaunch import errors
+    from ftlaunch.core import errors
 
     for key, value in values.items():
         if len(value) > limit:

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 from ftlaunch.backends import base
 from ftlaunch.backends.base import Backend, JobHandle, JobRequest, JobStatus, State
 from ftlaunch.backends.skypilot import render as _render

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 from ftlaunch.backends import base, failure
 from ftlaunch.backends.base import Backend, JobHandle, JobRequest, JobStatus, State
 from ftlaunch.backends.vertex import render as _render

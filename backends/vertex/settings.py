@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 from ftlaunch.backends import base
 from ftlaunch.containers import image as image_mod
 

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftlaunch import errors, models
-from ftlaunch import spec as spec_mod
+from ftlaunch.core import errors, models
+from ftlaunch.core import spec as spec_mod
 from ftlaunch.containers.trainer import adapters, checkpoints, contract, distributed, loading, outputs, peft_setup
-from ftlaunch.techniques import DEFAULT_LEARNING_RATE, LORA_FAMILY, Technique
+from ftlaunch.core.techniques import DEFAULT_LEARNING_RATE, LORA_FAMILY, Technique
 
 TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",), "wandb": ("wandb",)}
 

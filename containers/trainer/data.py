@@ -8,7 +8,7 @@ Canonical columns per format, after the spec's `columns` mapping renames the fil
 - classification: text, label
 - preference: prompt (optional), chosen, rejected
 
-Every row the trainer loads goes through the pre-flight's own row checks (ftlaunch.preflight.row_error), so a
+Every row the trainer loads goes through the pre-flight's own row checks (ftlaunch.core.preflight.row_error), so a
 job launched with --skip-preflight, on data that was not local at launch, or on data over the pre-flight's
 size bound still refuses a bad row with its file and line (exit 2) instead of a traceback or a silent run.
 """
@@ -18,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ftlaunch import errors, preflight
-from ftlaunch.techniques import ALPACA_TEMPLATE, FORMAT_COLUMNS, Task
+from ftlaunch.core import errors, preflight
+from ftlaunch.core.techniques import ALPACA_TEMPLATE, FORMAT_COLUMNS, Task
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text",
             ".tsv": "csv"}

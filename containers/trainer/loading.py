@@ -5,24 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ftlaunch import models
-from ftlaunch.techniques import Task, Technique
+from ftlaunch.core import models
+from ftlaunch.core.techniques import Task, Technique
 
 log = logging.getLogger("ftlaunch.trainer")
 
 CAUSAL_TASKS = (Task.SFT, Task.CPT, Task.DPO, Task.RL)
-
-
-def load_tokenizer(ref: models.ModelRef, chat_template: str | None = None) -> Any:
-    from transformers import AutoTokenizer
-
-    kwargs = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(ref.location, **kwargs)
-    if chat_template:
-        tokenizer.chat_template = chat_template
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def load_model(ref: models.ModelRef, task: Task, technique: Technique, dtype: Any,
@@ -131,7 +119,7 @@ def load_trained(spec: Any, weights: str, dtype: Any = None) -> Any:
         base = load_model(models.resolve(spec.model), spec.task, spec.technique, dtype, num_labels=num_labels,
                           quantization=quantization)
         if getattr(base.config, "pad_token_id", None) is None:
-            base.config.pad_token_id = load_tokenizer(models.resolve(spec.model)).pad_token_id
+            base.config.pad_token_id = models.load_tokenizer(models.resolve(spec.model)).pad_token_id
         if adapters.is_adapter_folder(folder):
             return adapters.load(base, folder)
         import peft

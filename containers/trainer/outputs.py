@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftlaunch import manifest
+from ftlaunch.core import manifest
 
 SPARK = "▁▂▃▄▅▆▇█"
 

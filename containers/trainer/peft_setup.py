@@ -6,7 +6,7 @@ import math
 
 from typing import Any
 
-from ftlaunch.techniques import Task, Technique
+from ftlaunch.core.techniques import Task, Technique
 
 SEQ_CLS_TASKS = (Task.CLASSIFICATION, Task.REWARD)
 

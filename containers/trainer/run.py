@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftlaunch import errors
-from ftlaunch import spec as spec_mod
+from ftlaunch.core import errors
+from ftlaunch.core import spec as spec_mod
 from ftlaunch.containers.trainer import checkpoints, common, contract, outputs
-from ftlaunch.techniques import Task
+from ftlaunch.core.techniques import Task
 
 EXIT_USER_ERROR = 2
 EXIT_PREEMPTED = checkpoints.EXIT_PREEMPTED

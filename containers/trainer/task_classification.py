@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftlaunch.containers.trainer import common, data, loading
+from ftlaunch.containers.trainer import common, data
+from ftlaunch.core import models
 
 
 def run(job: common.Job) -> dict[str, Any]:
@@ -13,7 +14,7 @@ def run(job: common.Job) -> dict[str, Any]:
 
     spec = job.spec
     settings = spec.task_settings
-    tokenizer = loading.load_tokenizer(job.ref)
+    tokenizer = models.load_tokenizer(job.ref)
     rows, names = data.to_classification(common.load_rows(job), settings.labels)
     eval_raw = common.load_eval_rows(job)
     eval_rows = data.to_classification(eval_raw, names)[0] if eval_raw is not None else None

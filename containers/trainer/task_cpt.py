@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ftlaunch.containers.trainer import common, data, loading
+from ftlaunch.containers.trainer import common, data
+from ftlaunch.core import models
 
 
 def run(job: common.Job) -> dict[str, Any]:
@@ -14,7 +15,7 @@ def run(job: common.Job) -> dict[str, Any]:
 
     spec = job.spec
     settings = spec.task_settings
-    tokenizer = loading.load_tokenizer(job.ref)
+    tokenizer = models.load_tokenizer(job.ref)
     raw = common.load_rows(job)
     fmt = data.detect_format(raw.column_names, spec.dataset.format, spec.task)
     rows = data.to_text(raw, fmt)

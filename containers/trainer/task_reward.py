@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftlaunch.containers.trainer import common, data, loading
+from ftlaunch.containers.trainer import common, data
+from ftlaunch.core import models
 
 
 def run(job: common.Job) -> dict[str, Any]:
     from trl import RewardConfig, RewardTrainer
 
     spec = job.spec
-    tokenizer = loading.load_tokenizer(job.ref)
+    tokenizer = models.load_tokenizer(job.ref)
     rows = data.to_preference(common.load_rows(job))
     eval_raw = common.load_eval_rows(job)
     eval_rows = data.to_preference(eval_raw) if eval_raw is not None else None

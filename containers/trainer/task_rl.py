@@ -9,8 +9,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Callable
 
-from ftlaunch import errors
-from ftlaunch.containers.trainer import adapters, common, data, loading
+from ftlaunch.core import errors, models
+from ftlaunch.containers.trainer import adapters, common, data
 
 
 def run(job: common.Job) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def run(job: common.Job) -> dict[str, Any]:
             f"task rl: batch_size x grad_accum ({hp.batch_size * hp.grad_accum}) must be a multiple of "
             f"task_args.num_generations ({settings.num_generations}).",
             hint=f"set hyperparameters.batch_size to {settings.num_generations * max(1, hp.batch_size // settings.num_generations)}")
-    tokenizer = loading.load_tokenizer(job.ref)
+    tokenizer = models.load_tokenizer(job.ref)
     chat = bool(getattr(tokenizer, "chat_template", None))
     raw = common.load_rows(job)
     fmt = "prompt" if "prompt" in raw.column_names else \

@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ftlaunch import errors, techniques
-from ftlaunch.containers.trainer import common, data, loading
+from ftlaunch.core import errors, models, techniques
+from ftlaunch.containers.trainer import common, data
 
 
 def run(job: common.Job) -> dict[str, Any]:
@@ -16,7 +16,7 @@ def run(job: common.Job) -> dict[str, Any]:
 
     spec = job.spec
     settings = spec.task_settings
-    tokenizer = loading.load_tokenizer(job.ref, techniques.chat_template(settings.chat_template))
+    tokenizer = models.load_tokenizer(job.ref, techniques.chat_template(settings.chat_template))
     chat = bool(getattr(tokenizer, "chat_template", None))
 
     raw = common.load_rows(job)

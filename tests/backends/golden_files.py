@@ -10,8 +10,8 @@ import json
 import os
 from pathlib import Path
 
-from ftlaunch import plan as plan_mod
-from ftlaunch import spec as spec_mod
+from ftlaunch.planning import plan as plan_mod
+from ftlaunch.core import spec as spec_mod
 from ftlaunch import backends
 from ftlaunch.backends import base, get
 from ftlaunch.containers import image

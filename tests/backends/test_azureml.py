@@ -24,7 +24,7 @@ from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, check_relaunch_up
 import pytest
 import yaml
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 from ftlaunch.backends import get
 from ftlaunch.backends.base import State
 
@@ -98,7 +98,8 @@ def test_submit_refuses_placeholders_without_network():
 
 
 def test_region_is_refused_with_the_alternative(tmp_path):
-    from ftlaunch import plan, spec as spec_mod
+    from ftlaunch.planning import plan
+    from ftlaunch.core import spec as spec_mod
 
     spec = spec_mod.load(str(REPO / "examples" / "quickstart.yaml"), ("resources.cloud=azureml",
                                                                       "resources.region=eastus"))
@@ -289,7 +290,7 @@ def test_retries_throttling_and_5xx_and_never_creates_a_second_job(azureml, monk
 
 
 def test_check_row_names_each_missing_setting_and_is_ready_when_configured(tmp_path):
-    from ftlaunch import check
+    from ftlaunch.cli import check
 
     bare = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "AZURE_CONFIG_DIR": str(tmp_path / "az")}
     row = next(r for r in check.gather(bare) if r["backend"] == "azureml")

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ftlaunch import backends, errors, plan as plan_mod, spec as spec_mod
+from ftlaunch import backends
+from ftlaunch.core import errors, spec as spec_mod
+from ftlaunch.planning import plan as plan_mod
 from ftlaunch.backends.base import Capability
 
 REPO = Path(__file__).resolve().parents[2]

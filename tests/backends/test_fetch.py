@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ftlaunch import cli, errors, jobs, manifest, spec
+from ftlaunch import cli
+from ftlaunch.core import errors, jobs, manifest, spec
 from ftlaunch.backends import base
 from ftlaunch.backends.base import JobHandle
 

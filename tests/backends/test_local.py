@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ftlaunch import errors, jobs, manifest
+from ftlaunch.core import errors, jobs, manifest
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ftlaunch import jobs, plan, spec
+from ftlaunch.core import jobs, spec
+from ftlaunch.planning import plan
 from ftlaunch.backends.local import docker as local_docker
 from ftlaunch.backends.local import render
 from ftlaunch.containers import engine as engine_mod

@@ -189,7 +189,8 @@ def test_twenty_concurrent_launches_keep_twenty_records(tmp_path):
 
 
 def test_a_container_gets_only_the_job_variables_and_the_secret_names(tiny_spec, monkeypatch):
-    from ftlaunch import plan, spec
+    from ftlaunch.planning import plan
+    from ftlaunch.core import spec
     from ftlaunch.backends.local import docker as local_docker
     from ftlaunch.backends.local import render
     from ftlaunch.containers import engine as engine_mod

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from ftlaunch import plan as plan_mod
-from ftlaunch import spec as spec_mod
+from ftlaunch.planning import plan as plan_mod
+from ftlaunch.core import spec as spec_mod
 from ftlaunch.backends import get
 
 from golden_files import REPO, UNCONFIGURED

@@ -66,8 +66,8 @@ def test_vertex_h200_request_renders_hyperdisk():
     the offer is taken from the plan's own offer list and rendered as if chosen."""
     from golden_files import JOB_NAME, REPO, UNCONFIGURED
 
-    from ftlaunch import plan as plan_mod
-    from ftlaunch import spec as spec_mod
+    from ftlaunch.planning import plan as plan_mod
+    from ftlaunch.core import spec as spec_mod
     from ftlaunch.backends import get
     from ftlaunch.backends.vertex import settings
 

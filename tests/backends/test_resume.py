@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ftlaunch import jobs
+from ftlaunch.core import jobs
 from cli_run import ftlaunch, wait_for
 
 pytestmark = pytest.mark.slow

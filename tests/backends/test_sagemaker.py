@@ -20,7 +20,7 @@ import golden_files
 from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, check_relaunch_uploads_nothing, ftlaunch, wait_for
 import pytest
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 from ftlaunch.backends import base, get
 from ftlaunch.backends.base import State
 
@@ -299,7 +299,7 @@ def test_entry_uses_torchrun_across_hosts():
 
 
 def test_check_reports_what_each_cloud_backend_misses(sagemaker, tmp_path):
-    from ftlaunch import check
+    from ftlaunch.cli import check
 
     home = tmp_path / "home"
     home.mkdir()

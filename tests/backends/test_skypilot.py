@@ -22,7 +22,7 @@ import golden_files
 from cli_run import ftlaunch
 import pytest
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 from ftlaunch.backends import get
 from ftlaunch.backends.base import State
 
@@ -75,7 +75,7 @@ def test_rendered_tasks_pass_skypilots_schema_and_resource_checks(tmp_path):
     for cloud in ("aws", "gcp", "azure"):
         target = home / ".sky/catalogs/v8" / cloud / "vms.csv"
         target.parent.mkdir(parents=True)
-        target.write_bytes((REPO / f"launcher/catalog/data/skypilot/{cloud}_vms.csv").read_bytes())
+        target.write_bytes((REPO / f"launcher/planning/catalog/data/skypilot/{cloud}_vms.csv").read_bytes())
     payloads = tmp_path / "tasks.json"
     payloads.write_text(json.dumps([golden_files.render_example("skypilot", overrides).payload for _, overrides in CASES]))
     script = textwrap.dedent("""
@@ -152,7 +152,7 @@ def test_fetch_downloads_the_output_bucket_and_verifies_it(tmp_path, monkeypatch
     moto = pytest.importorskip("moto")
     import boto3
 
-    from ftlaunch import manifest
+    from ftlaunch.core import manifest
     from ftlaunch.backends.skypilot.backend import SkyPilotBackend
 
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -177,7 +177,7 @@ def test_fetch_downloads_the_output_bucket_and_verifies_it(tmp_path, monkeypatch
 
 
 def test_check_row_names_each_missing_setting_and_is_ready_when_configured(tmp_path):
-    from ftlaunch import check
+    from ftlaunch.cli import check
 
     bare = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
     row = next(r for r in check.gather(bare) if r["backend"] == "skypilot")
@@ -197,7 +197,7 @@ def test_task_runs_in_its_image_under_skypilots_docker_mode(job_image, dockerd, 
     moto = pytest.importorskip("moto")
     import boto3
 
-    from ftlaunch import manifest
+    from ftlaunch.core import manifest
     from ftlaunch.backends.skypilot.backend import SkyPilotBackend
     from emulators.skypilot import SkyPilotDocker
 

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 from ftlaunch.backends import base
 
 

@@ -21,7 +21,7 @@ import golden_files
 from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, check_relaunch_uploads_nothing, ftlaunch, wait_for
 import pytest
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 from ftlaunch.backends import get
 from ftlaunch.backends.base import State
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ftlaunch import manifest, spec
+from ftlaunch.core import manifest, spec
 from ftlaunch.containers.trainer import distributed
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 from ftlaunch.containers import base_check
 from ftlaunch.containers import engine as engine_mod
 from ftlaunch.containers import image
@@ -303,15 +303,15 @@ def test_push_to_a_registry_and_pull_back(engine, built, local_registry):  # noq
 
 @pytest.mark.slow
 def test_build_command_builds_nothing_when_the_tag_exists(engine, built, local_registry):  # noqa: F811
-    from ftlaunch import build_cli
+    from ftlaunch.planning import image as plan_image
 
     options, first = built
-    result = build_cli.build_and_push(options, cloud="local", engine=engine)
+    result = plan_image.build_and_push(options, cloud="local", engine=engine)
     assert (result["image"], result["built"], result["found"]) == (first.ref, False, "local")
-    assert "nothing built" in build_cli.describe(result)
-    result = build_cli.build_and_push(options, registry=f"{local_registry.address}/via-cli", engine=engine)
+    assert "nothing built" in plan_image.describe(result)
+    result = plan_image.build_and_push(options, registry=f"{local_registry.address}/via-cli", engine=engine)
     assert result["pushed"] and not result["built"]
-    assert build_cli.describe(result).endswith(f"pushed to {local_registry.address}/via-cli")
+    assert plan_image.describe(result).endswith(f"pushed to {local_registry.address}/via-cli")
 
 
 @pytest.mark.slow
@@ -336,7 +336,8 @@ def test_base_check_runs_first_in_the_build_and_refuses_a_base_without_torch(eng
 def test_cloud_launch_builds_and_pushes_only_what_is_missing(engine, built, job_base, wheelhouse,  # noqa: F811
                                                              local_registry, dockerd, frozen_sources,  # noqa: F811
                                                              monkeypatch, tmp_path):
-    from ftlaunch import build_cli, cli
+    from ftlaunch.planning import image as plan_image
+    from ftlaunch import cli
 
     # a trainer change since the module's build: a new tag, in neither the engine nor the registry (the
     # layer cache keeps this build to the changed layers)
@@ -359,11 +360,11 @@ def test_cloud_launch_builds_and_pushes_only_what_is_missing(engine, built, job_
     assert ref == f"{registry_path}/ftlaunch-trainer:{tag}"
 
     # the dry run says what would happen, and does none of it
-    assert build_cli.dry_run(prepared.plan, engine)["summary"].endswith("would build and push (in neither this "
+    assert plan_image.dry_run(prepared.plan, engine)["summary"].endswith("would build and push (in neither this "
                                                                          "engine nor the registry)")
     assert not engine.image_exists(f"ftlaunch-trainer:{tag}") and engine.remote_lookup(ref) is False
 
-    first = build_cli.ensure_image(prepared.plan, prepared.request, engine=engine)
+    first = plan_image.ensure_image(prepared.plan, prepared.request, engine=engine)
     assert (first["built"], first["pushed"], first["image"]) == (True, True, ref)
     assert engine.remote_exists(ref)
     # what the job's container gets is this build: the changed source is in it
@@ -371,22 +372,22 @@ def test_cloud_launch_builds_and_pushes_only_what_is_missing(engine, built, job_
                           "/opt/ftlaunch/lib/ftlaunch/containers/trainer/run.py").stdout.strip()
     assert shipped == "# changed for this test"
 
-    assert build_cli.dry_run(prepared.plan, engine)["summary"].endswith("already in the registry: nothing to "
+    assert plan_image.dry_run(prepared.plan, engine)["summary"].endswith("already in the registry: nothing to "
                                                                          "build or push")
-    again = build_cli.ensure_image(prepared.plan, prepared.request, engine=engine)
+    again = plan_image.ensure_image(prepared.plan, prepared.request, engine=engine)
     assert (again["built"], again["pushed"], again["found"]) == (False, False, "registry")
 
     # a prebuilt image: nothing asked of the engine at all
     prebuilt = cli.prepare(str(REPO / "examples" / "quickstart.yaml"),
                            {"cloud": "sagemaker", "gpu": "a100", "image": "example.org/own:1"})
-    assert build_cli.ensure_image(prebuilt.plan, prebuilt.request, engine=None) is None
+    assert plan_image.ensure_image(prebuilt.plan, prebuilt.request, engine=None) is None
     assert prebuilt.request.payload["AlgorithmSpecification"]["TrainingImage"] == "example.org/own:1"
 
 
 def test_build_command_prints_the_dockerfile():
     from click.testing import CliRunner
 
-    from ftlaunch import build_cli
+    from ftlaunch.cli import build_cli
 
     out = CliRunner().invoke(build_cli.build, ["--dockerfile", "--base", "sagemaker"])
     assert out.exit_code == 0, out.output

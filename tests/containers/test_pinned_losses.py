@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import taskdata
 
-from ftlaunch import spec
+from ftlaunch.core import spec
 from ftlaunch.containers.trainer import contract, run
 
 pytestmark = pytest.mark.slow

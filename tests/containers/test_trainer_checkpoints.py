@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ftlaunch import manifest, spec
+from ftlaunch.core import manifest, spec
 from ftlaunch.containers.trainer import checkpoints
 
 STEPS = 80

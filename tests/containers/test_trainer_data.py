@@ -12,7 +12,7 @@ import pytest
 import taskdata
 import tiny
 
-from ftlaunch import errors, preflight, spec
+from ftlaunch.core import errors, preflight, spec
 from ftlaunch.containers.trainer import checkpoints, common, contract, data, run
 
 GOOD = {"instruction": "Name the city.", "input": "I flew to Paris.", "output": "Paris"}
@@ -175,7 +175,7 @@ def test_max_samples_checks_only_the_rows_it_trains_on(tmp_path):
 
 @pytest.mark.parametrize("task", ["sft", "cpt", "rl"])
 def test_the_trainer_takes_the_format_the_pre_flight_checks(task):
-    from ftlaunch.techniques import Task
+    from ftlaunch.core.techniques import Task
 
     for columns in (["text", "label"], ["instruction", "output", "chosen", "rejected"], ["messages", "text"],
                     ["instruction", "input", "output"], ["prompt", "completion"], ["text"]):

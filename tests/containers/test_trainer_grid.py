@@ -9,7 +9,7 @@ import json
 import pytest
 import taskdata
 
-from ftlaunch import manifest, spec, techniques
+from ftlaunch.core import manifest, spec, techniques
 from ftlaunch.containers.trainer import contract, loading, run
 
 pytestmark = pytest.mark.slow

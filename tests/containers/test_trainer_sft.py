@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ftlaunch import manifest, spec
+from ftlaunch.core import manifest, spec
 from ftlaunch.containers.trainer import contract, run
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from ftlaunch import bench, bench_report, manifest, spec
+from ftlaunch.bench import run as bench, report as bench_report
+from ftlaunch.core import manifest, spec
 
 SPEC = "name: b\nmodel: a/b\ndataset: {path: d}\ntechnique: lora\nhyperparameters: {max_steps: 8}\n"
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ftlaunch import build_cli, cli, errors
+from ftlaunch.planning import image as plan_image
+from ftlaunch import cli
+from ftlaunch.core import errors
 from ftlaunch.containers import image
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
@@ -87,9 +89,9 @@ def test_the_dry_run_prints_one_line_about_the_image(no_engine):
 
 
 def test_what_a_launch_would_do():
-    step = build_cli.ImageStep(ref="reg.example/ftlaunch-trainer:abc", registry="reg.example", tag="abc",
+    step = plan_image.ImageStep(ref="reg.example/ftlaunch-trainer:abc", registry="reg.example", tag="abc",
                                build={"tag": "abc"})
-    say = lambda local, remote: build_cli.foresee(step, {"local": local, "remote": remote})  # noqa: E731
+    say = lambda local, remote: plan_image.foresee(step, {"local": local, "remote": remote})  # noqa: E731
     assert say(False, False).endswith("would build and push (in neither this engine nor the registry)")
     assert say(True, False).endswith("would push (built here, not in the registry); no build")
     assert say(False, True).endswith("already in the registry: nothing to build or push")
@@ -97,7 +99,7 @@ def test_what_a_launch_would_do():
     assert say(True, None).endswith("no build (built here); push unknown: registry reg.example not reachable")
     assert say(False, None).endswith("would build; push unknown: registry reg.example not reachable")
     prebuilt = dataclasses.replace(step, build=None)
-    assert build_cli.foresee(prebuilt, {}).endswith("prebuilt, used as given: nothing to build or push")
+    assert plan_image.foresee(prebuilt, {}).endswith("prebuilt, used as given: nothing to build or push")
 
 
 def test_an_unconfigured_registry_stops_the_launch_before_any_build(no_engine):
@@ -108,24 +110,24 @@ def test_an_unconfigured_registry_stops_the_launch_before_any_build(no_engine):
             raise AssertionError(f"the engine was used ({name}) for an unconfigured registry")
 
     with pytest.raises(errors.UserError) as info:
-        build_cli.ensure_image(prepared.plan, prepared.request, engine=NoEngine())
+        plan_image.ensure_image(prepared.plan, prepared.request, engine=NoEngine())
     assert "FTLAUNCH_ECR_REGISTRY" in str(info.value)
 
 
 def test_build_pushes_where_the_launch_does(monkeypatch):
     monkeypatch.setenv("FTLAUNCH_ECR_REGISTRY", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team")
     monkeypatch.delenv("FTLAUNCH_ARTIFACT_REGISTRY", raising=False)
-    assert build_cli.configured_registry("sagemaker") == "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team"
-    assert build_cli.configured_registry("vertex") is None  # unset: `build` asks the cloud for its default
-    assert build_cli.configured_registry("local") is None
+    assert plan_image.configured_registry("sagemaker") == "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team"
+    assert plan_image.configured_registry("vertex") is None  # unset: `build` asks the cloud for its default
+    assert plan_image.configured_registry("local") is None
 
 
 def test_a_local_plan_has_no_image_step():
     prepared = cli.prepare(str(QUICKSTART), {"cloud": "local", "runtime": "process"})
     before = prepared.plan.image
-    build_cli.choose_image(prepared.plan)
-    assert prepared.plan.image == before and build_cli.image_step(prepared.plan) is None
-    assert build_cli.ensure_image(prepared.plan, prepared.request, engine=object()) is None
+    plan_image.choose_image(prepared.plan)
+    assert prepared.plan.image == before and plan_image.image_step(prepared.plan) is None
+    assert plan_image.ensure_image(prepared.plan, prepared.request, engine=object()) is None
 
 
 def test_a_launch_without_an_engine_says_how_to_go_on(no_engine, monkeypatch):

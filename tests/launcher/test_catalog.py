@@ -9,8 +9,9 @@ from urllib.parse import unquote
 
 import pytest
 
-from ftlaunch import errors
-from ftlaunch.catalog import gpus, prices
+from ftlaunch.core import errors
+from ftlaunch.core import gpus
+from ftlaunch.planning.catalog import prices
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prices"
 REQUIRED_GPUS = ("T4", "L4", "A10G", "A10", "L40S", "A100", "A100-80GB", "H100", "H100-PCIE", "H100-NVL", "H200", "B200")
@@ -74,7 +75,7 @@ def test_managed_prices_follow_their_rules():
 
 
 def test_skypilot_csv_parsing_folds_zones_and_skips_local_zones():
-    text = (FIXTURES.parent.parent.parent.parent / "launcher/catalog/data/skypilot/aws_vms.csv").read_text()
+    text = (FIXTURES.parent.parent.parent.parent / "launcher/planning/catalog/data/skypilot/aws_vms.csv").read_text()
     vms = {(v.instance, v.region): v for v in prices.read_skypilot_csv(text, "aws", "d", "s")}
     p5 = vms[("p5.48xlarge", "us-east-1")]
     assert p5.price == 55.04

@@ -40,7 +40,9 @@ def test_bare_form_and_launch_subcommand_render_the_same_request():
 
 
 def test_dry_run_json_is_exactly_what_render_returns():
-    from ftlaunch import backends, plan, spec
+    from ftlaunch import backends
+    from ftlaunch.planning import plan
+    from ftlaunch.core import spec
 
     out = json.loads(run("--dry-run", "--json", str(QUICKSTART)).output)
     name = out["request"]["job_name"]

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ftlaunch import cli, jobs, spec
+from ftlaunch import cli
+from ftlaunch.core import jobs, spec
 from ftlaunch.backends.base import JobHandle, JobStatus, State
 from ftlaunch.backends.local import supervise
 

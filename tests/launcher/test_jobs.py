@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ftlaunch import errors, jobs, spec
+from ftlaunch.core import errors, jobs, spec
 from ftlaunch.backends.base import JobHandle
 
 SPEC = spec.loads("name: demo\nmodel: org/model\ndataset:\n  path: d.jsonl\n")

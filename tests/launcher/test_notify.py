@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ftlaunch import errors, notify, spec
+from ftlaunch.core import errors, spec
+from ftlaunch.cli import notify
 
 RECORDER = """\
 import json, os, sys

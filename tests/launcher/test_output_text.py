@@ -8,7 +8,8 @@ import sys
 
 from click.testing import CliRunner
 
-from ftlaunch import cli, term
+from ftlaunch import cli
+from ftlaunch.core import term
 
 TRICKY = "t[bold]x[/] :100: [/]"
 
@@ -54,7 +55,7 @@ def test_lazy_commands_short_help_matches_the_commands():
 def test_help_and_version_import_no_pydantic():
     for flag in ("--help", "--version"):
         code = f"import sys; sys.argv=['ftlaunch','{flag}']\nfrom ftlaunch import cli\ntry: cli.main()\nexcept SystemExit: pass\n" \
-               "print('pydantic' in sys.modules, 'ftlaunch.spec' in sys.modules)"
+               "print('pydantic' in sys.modules, 'ftlaunch.core.spec' in sys.modules)"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         assert out.strip().splitlines()[-1] == "False False", flag
 
@@ -66,7 +67,7 @@ def test_completion_for_gpus_clouds_and_jobs(tmp_path, monkeypatch):
 
 
 def test_prices_show_is_one_line_a_row():
-    from ftlaunch.catalog import prices
+    from ftlaunch.planning.catalog import prices
 
     result = CliRunner().invoke(cli.main_group, ["prices", "show"])
     assert result.exit_code == 0
@@ -82,9 +83,11 @@ def test_user_text_prints_verbatim_on_every_path(tmp_path, monkeypatch, capsys):
     the before/after samples and the bench table all print them as written."""
     import json
 
-    from ftlaunch import bench_report, jobs, report_text
+    from ftlaunch.bench import report as bench_report
+    from ftlaunch.core import jobs
+    from ftlaunch.cli import report_text
     from ftlaunch.backends.base import JobHandle
-    from ftlaunch import spec as spec_mod
+    from ftlaunch.core import spec as spec_mod
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the length pass finds no tokenizer, at once

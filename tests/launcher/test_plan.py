@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ftlaunch import backends, errors, plan, plan_cli
+from ftlaunch import backends
+from ftlaunch.core import errors
+from ftlaunch.planning import plan
+from ftlaunch.cli import plan_cli
 from ftlaunch.backends.base import Capability
-from ftlaunch import spec as spec_mod
+from ftlaunch.core import spec as spec_mod
 
 
 def write_spec(tmp_path: Path, model: str = "Qwen/Qwen2.5-0.5B", technique: str = "lora", extra: str = "") -> Path:
@@ -148,7 +151,7 @@ def test_estimate_imports_no_torch_transformers_or_sdk(tmp_path):
         import sys
         baseline = set(sys.modules)
         from click.testing import CliRunner
-        from ftlaunch import plan_cli
+        from ftlaunch.cli import plan_cli
         r = CliRunner().invoke(plan_cli.estimate, [{str(path)!r}])
         assert r.exit_code == 0, r.output
         heavy = [m for m in set(sys.modules) - baseline if m.split('.')[0] in ('torch', 'transformers', 'boto3',
@@ -206,8 +209,8 @@ def test_gpus_explicit_tells_the_default_from_a_stated_count(tmp_path):
 
 
 def test_headroom_an_offer_at_97_percent_does_not_fit():
-    from ftlaunch import estimator, shapes
-    from ftlaunch.catalog import gpus as gpu_catalog
+    from ftlaunch.planning import estimator, shapes
+    from ftlaunch.core import gpus as gpu_catalog
 
     t4 = gpu_catalog.get("t4")
     assert 15.0 < t4.memory_gb < 16.5  # the driver's 15360 MiB, not the catalog's 16384 MiB (17.2 GB)
@@ -246,8 +249,8 @@ def test_hints_are_replanned_and_hold_when_followed(tmp_path):
     for hint in p.estimate["suggestions"]:
         assert hint["replanned"]
         followed = spec_mod.load(path, ("resources.cloud=skypilot", "resources.gpu=h100:1") + tuple(hint["overrides"]))
-        from ftlaunch import estimator, shapes
-        from ftlaunch.catalog import gpus as gpu_catalog
+        from ftlaunch.planning import estimator, shapes
+        from ftlaunch.core import gpus as gpu_catalog
 
         gpu = gpu_catalog.get(followed.resources.gpu)
         mem = estimator.memory(shapes.resolve(followed.model), estimator.workload_from_spec(followed, gpu),
@@ -281,7 +284,7 @@ def test_doubtful_prices_are_shown_marked_and_never_chosen(tmp_path):
 
 
 def test_stale_and_derived_prices_are_marked_and_warned(tmp_path):
-    from ftlaunch.catalog import prices
+    from ftlaunch.planning.catalog import prices
 
     old = prices.PriceRow("sagemaker", "ml.x", "A100", 1, "r", 1.0, None, "before 2025-06", "fmbench")
     assert old.flags() == ["stale"]
@@ -364,7 +367,7 @@ def test_local_time_estimate_within_2x_of_a_measured_tiny_run(tiny_spec, tiny_lm
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from ftlaunch import calibrate
+    from ftlaunch.planning import calibrate
 
     monkeypatch.setenv("FTLAUNCH_NVIDIA_PROC", "/nonexistent")  # CPU, as the run below
     s = spec_mod.load(tiny_spec)
@@ -405,7 +408,7 @@ def test_local_time_estimate_within_2x_of_a_measured_tiny_run(tiny_spec, tiny_lm
 
 def test_recommend_never_rests_on_a_doubtful_price():
     data = plan_cli.recommendation("meta-llama/Llama-3.1-8B", "chat")
-    from ftlaunch.catalog import prices
+    from ftlaunch.planning.catalog import prices
 
     row = next(r for r in prices.load() if (r.target, r.instance) == (data["choice"]["target"], data["choice"]["instance"]))
     assert not row.doubtful

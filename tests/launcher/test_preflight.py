@@ -9,7 +9,7 @@ import json
 import pytest
 from rich.console import Console
 
-from ftlaunch import preflight, spec
+from ftlaunch.core import preflight, spec
 
 
 class WordTokenizer:

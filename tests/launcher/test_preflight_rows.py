@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 
-from ftlaunch import preflight, spec
+from ftlaunch.core import preflight, spec
 
 
 def make(tmp_path, data_name, content, task="sft", extra=""):

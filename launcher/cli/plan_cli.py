@@ -1,6 +1,6 @@
 """The planning commands `estimate`, `gpus`, `recommend` and `prices`: pure functions compute rows, thin Click commands print them.
 
-`from ftlaunch import plan_cli`, then `group.add_command(plan_cli.estimate)` (and gpus, recommend, prices).
+`from ftlaunch.cli import plan_cli`, then `group.add_command(plan_cli.estimate)` (and gpus, recommend, prices).
 Nothing here imports torch, transformers or a cloud SDK.
 """
 
@@ -12,11 +12,13 @@ from typing import Any
 
 import click
 
-from ftlaunch import backends, errors, estimator, plan, shapes, term
-from ftlaunch import spec as spec_mod
-from ftlaunch.catalog import gpus as gpu_catalog
-from ftlaunch.catalog import prices as price_catalog
-from ftlaunch.techniques import USE_CASES, Technique
+from ftlaunch import backends
+from ftlaunch.core import errors, term
+from ftlaunch.planning import estimator, plan, shapes
+from ftlaunch.core import spec as spec_mod
+from ftlaunch.core import gpus as gpu_catalog
+from ftlaunch.planning.catalog import prices as price_catalog
+from ftlaunch.core.techniques import USE_CASES, Technique
 
 ALL_TARGETS = plan.TARGETS
 NOTHING_FITS = 4  # `ftlaunch estimate` exit code when no offer fits (or none can be chosen); see README
@@ -188,7 +190,7 @@ def print_plan(console: Any, p: plan.Plan, max_rows: int = 20) -> None:
 
 
 def _console() -> Any:
-    from ftlaunch import term
+    from ftlaunch.core import term
 
     return term.console()
 

@@ -16,7 +16,7 @@ import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ftlaunch import errors, models
+from ftlaunch.core import errors, models
 
 
 @dataclasses.dataclass(frozen=True)

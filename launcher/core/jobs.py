@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftlaunch import errors, paths
+from ftlaunch.core import errors, paths
 from ftlaunch.backends.base import JobHandle
 
 SCHEMA = """

@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ftlaunch import bench
-from ftlaunch.techniques import Task
+from ftlaunch.bench import run as bench
+from ftlaunch.core.techniques import Task
 
 # Which technique is usually recommended per use case, and which task measures each row.
 USE_CASE_METHODS = [

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ftlaunch import backends
-from ftlaunch.catalog import gpus as gpu_catalog
-from ftlaunch.shapes import Shape
-from ftlaunch.techniques import LORA_FAMILY, USE_CASES, Task, Technique, trainable_percent
+from ftlaunch.core import gpus as gpu_catalog
+from ftlaunch.planning.shapes import Shape
+from ftlaunch.core.techniques import LORA_FAMILY, USE_CASES, Task, Technique, trainable_percent
 
 GB = 1e9  # the one memory unit of every figure ftlaunch prints or writes: GB = 10^9 bytes (not GiB)
 MEMORY_UNIT = "GB"
@@ -609,7 +609,7 @@ def compare_techniques(model: str = "Qwen/Qwen2.5-7B") -> list[dict[str, object]
     """What differs between techniques for one model: trainable share (trainable / all parameters of the
     model being trained, the one definition the bench uses too), peak GB on one GPU, and the use cases
     that start with it."""
-    from ftlaunch import shapes
+    from ftlaunch.planning import shapes
 
     shape = shapes.resolve(model)
     out = []

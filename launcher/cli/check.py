@@ -44,7 +44,7 @@ def check(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from ftlaunch import term
+    from ftlaunch.core import term
 
     console = term.console()
     for row in rows:

@@ -15,11 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ftlaunch import backends, errors, estimator, jobs, shapes
+from ftlaunch import backends
+from ftlaunch.core import errors, jobs
+from ftlaunch.planning import estimator, shapes
 from ftlaunch.backends.base import Capability
-from ftlaunch.catalog import gpus as gpu_catalog
-from ftlaunch.catalog import prices
-from ftlaunch.spec import Spec
+from ftlaunch.core import gpus as gpu_catalog
+from ftlaunch.planning.catalog import prices
+from ftlaunch.core.spec import Spec
 
 
 @dataclasses.dataclass
@@ -157,7 +159,7 @@ def _within(path: Path, folder: Path) -> bool:
 
 
 def _calibrate() -> Any:
-    from ftlaunch import calibrate
+    from ftlaunch.planning import calibrate
 
     return calibrate
 
@@ -176,7 +178,7 @@ def _local_gpu(names: list[str]) -> gpu_catalog.GPU | None:
 def _local_estimate(spec: Spec, calibrate: bool = False) -> dict[str, Any] | None:
     """Peak memory and time for the local run, when the model's shape is known without the network; else None.
     The GPU is the one this machine has (none: CPU, and no GPU claimed); the time comes from a step time
-    measured once per machine and model size (ftlaunch.calibrate) when `calibrate` (never with FTLAUNCH_CALIBRATE=0),
+    measured once per machine and model size (ftlaunch.planning.calibrate) when `calibrate` (never with FTLAUNCH_CALIBRATE=0),
     else read from the cache when there."""
     try:
         shape = shapes.resolve(spec.model, base_dir=spec.base_dir)
@@ -464,7 +466,7 @@ def _fit_spec_to_offer(spec: Spec, chosen: Offer, explicit: bool) -> tuple[Spec,
 def _suggestions(spec: Spec, shape: shapes.Shape, w: estimator.Workload, first: Offer) -> list[dict[str, Any]]:
     """make_fit's changes, each re-planned from the spec with its overrides applied (what following the hint
     gives): dropped when the re-planned job does not fit, printed with the re-planned peak."""
-    from ftlaunch import spec as spec_mod
+    from ftlaunch.core import spec as spec_mod
 
     out = []
     for c in estimator.make_fit(shape, w, gpu_catalog.get(first.gpu), first.gpus * first.nodes):

@@ -19,8 +19,9 @@ import os
 import re
 from importlib import metadata
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 
 PKG_PREFIX = "pkg:"
 # endings that make a name a file rather than a hub id (hub ids such as Qwen/Qwen2.5-0.5B have dots too)
@@ -159,3 +160,18 @@ def _resolve_path(path: Path, raw: str) -> ModelRef:
 
 def _short(text: str) -> str:
     return text if len(text) < 120 else text[:60] + "..." + text[-40:]
+
+
+def load_tokenizer(ref: ModelRef, chat_template: str | None = None) -> Any:
+    """The model's tokenizer, as the trainer uses it (and `validate` counts tokens with it): from the folder, hub
+    id or GGUF file, with the chat template set when one is given and a pad token (the EOS) when it has none."""
+    from transformers import AutoTokenizer
+
+    kwargs = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(ref.location, **kwargs)
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+

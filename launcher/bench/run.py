@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ftlaunch import errors, manifest
-from ftlaunch import spec as spec_mod
-from ftlaunch.techniques import Task, Technique, supported_techniques, trainable_percent, unsupported_reason
+from ftlaunch.core import errors, manifest
+from ftlaunch.core import spec as spec_mod
+from ftlaunch.core.techniques import Task, Technique, supported_techniques, trainable_percent, unsupported_reason
 
 STATE_FILE = "bench.json"
 POLL_S = 1.0
@@ -146,7 +146,10 @@ class Runner:
 
     def _submit(self, cell: Cell) -> bool:
         """Plans, renders and submits one cell; a failure to plan is recorded as the cell's reason."""
-        from ftlaunch import backends, build_cli, jobs, plan as plan_mod
+        from ftlaunch import backends
+        from ftlaunch.planning import image as plan_image
+        from ftlaunch.core import jobs
+        from ftlaunch.planning import plan as plan_mod
 
         st = self.cell_state(cell)
         if st["state"] == "RUNNING" and st.get("job"):
@@ -155,10 +158,10 @@ class Runner:
         try:
             spec = cell_spec(self.base, cell)
             plan = plan_mod.make(spec)
-            build_cli.choose_image(plan)
+            plan_image.choose_image(plan)
             backend = backends.get(plan.cloud)
             request = backend.render(plan)
-            build_cli.ensure_image(plan, request)  # a cloud cell: its image in the registry first, if missing
+            plan_image.ensure_image(plan, request)  # a cloud cell: its image in the registry first, if missing
             handle = backend.submit(request)
         except errors.UserError as exc:
             st.update(state="FAILED", reason=exc.render(), job=None)
@@ -180,7 +183,7 @@ class Runner:
 
     def _prediction(self, spec: spec_mod.Spec, plan: Any) -> dict[str, Any]:
         """What the planner predicted for this cell: memory here, and cost on the cheapest cloud offer that fits."""
-        from ftlaunch import plan as plan_mod
+        from ftlaunch.planning import plan as plan_mod
 
         out: dict[str, Any] = {}
         if plan.estimate and plan.estimate.get("memory"):
@@ -200,7 +203,8 @@ class Runner:
         return out
 
     def _wait(self, cell: Cell) -> None:
-        from ftlaunch import backends, jobs
+        from ftlaunch import backends
+        from ftlaunch.core import jobs
 
         st = self.cell_state(cell)
         store = jobs.JobStore()

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 
 NAME = "manifest.json"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ftlaunch import errors
+from ftlaunch.core import errors
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,8 +19,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
-from ftlaunch import models, term
-from ftlaunch.techniques import ALPACA_TEMPLATE, FORMAT_COLUMNS, TASK_FORMATS, Task
+from ftlaunch.core import models, term
+from ftlaunch.core.techniques import ALPACA_TEMPLATE, FORMAT_COLUMNS, TASK_FORMATS, Task
 
 READABLE = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt")
 SHOWN = 12  # problems of one kind listed before "... and N more"
@@ -503,10 +503,9 @@ def _lengths(spec: Any, rows: list, report: Report, tokenizer: Any) -> None:
 
 def _tokenizer(spec: Any, report: Report) -> Any:
     try:
-        from ftlaunch import models
-        from ftlaunch.containers.trainer import loading
+        from ftlaunch.core import models
 
-        tokenizer = loading.load_tokenizer(models.resolve(spec.model), _template(spec))
+        tokenizer = models.load_tokenizer(models.resolve(spec.model), _template(spec))
         report.tokenizer = f"{spec.model}'s tokenizer"
         return tokenizer
     except Exception as exc:  # noqa: BLE001 - no tokenizer here still leaves a useful estimate
@@ -519,7 +518,7 @@ def _tokenizer(spec: Any, report: Report) -> Any:
 def _template(spec: Any) -> str | None:
     if spec.task is not Task.SFT:
         return None
-    from ftlaunch import techniques
+    from ftlaunch.core import techniques
 
     return techniques.chat_template(spec.task_settings.chat_template)
 

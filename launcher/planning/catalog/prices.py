@@ -20,8 +20,9 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ftlaunch import backends, errors
-from ftlaunch.catalog import gpus as gpu_catalog
+from ftlaunch import backends
+from ftlaunch.core import errors
+from ftlaunch.core import gpus as gpu_catalog
 
 DATA = Path(__file__).parent / "data"
 DEFAULT_TABLE = DATA / "prices.csv"

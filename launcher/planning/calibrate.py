@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftlaunch import backends, estimator, jobs
-from ftlaunch.shapes import Shape
-from ftlaunch.techniques import LORA_FAMILY, Technique
+from ftlaunch import backends
+from ftlaunch.planning import estimator
+from ftlaunch.core import jobs
+from ftlaunch.planning.shapes import Shape
+from ftlaunch.core.techniques import LORA_FAMILY, Technique
 
 CAP_HIDDEN, CAP_LAYERS, CAP_VOCAB = 256, 2, 4096  # the calibration model: the model's proportions, capped
 STEPS, WARMUP, BATCH, SEQ = 6, 2, 4, 128  # timed steps (the fastest counts), untimed ones, the largest micro-batch

@@ -23,9 +23,10 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from ftlaunch import backends, errors, models
-from ftlaunch.catalog import gpus as gpu_catalog
-from ftlaunch.techniques import Task, Technique, format_unsuited, unsupported_reason
+from ftlaunch import backends
+from ftlaunch.core import errors, models
+from ftlaunch.core import gpus as gpu_catalog
+from ftlaunch.core.techniques import Task, Technique, format_unsuited, unsupported_reason
 
 DEFAULT_SPEC = "ftlaunch.yaml"
 CLOUDS = backends.NAMES  # the registry's backends, in order

@@ -1,1 +1,0 @@
-"""The planner's reference data: GPU specifications (`catalog.gpus`) and dated price tables per target (`catalog.prices`)."""
