@@ -429,8 +429,13 @@ class Spec(_Strict):
         return copy
 
     def to_json(self) -> dict[str, Any]:
-        # a spec without notify reads as it did before the section existed (same digest, same job spec)
-        return self.model_dump(mode="json", exclude={"base_dir"} | ({"notify"} if self.notify is None else set()))
+        # a spec without notify or resources.clouds reads as it did before they existed (same digest, same job spec)
+        exclude: dict[str, Any] = {"base_dir": True}
+        if self.notify is None:
+            exclude["notify"] = True
+        if self.resources.clouds is None:
+            exclude["resources"] = {"clouds"}
+        return self.model_dump(mode="json", exclude=exclude)
 
     def digest(self) -> str:
         """A short, stable hash of what the job would do, from the spec as written: neither where the spec
