@@ -76,3 +76,37 @@ def check_relaunch_uploads_nothing(env: dict[str, str], cloud: str, spec, data, 
     assert len(added) == 1 and added.pop().endswith(f"/{data.name}"), (first, now)
     assert {k: v for k, v in now.items() if k in first} == first  # the model and the old data stay as they were
     assert len([line for line in changed.stderr.splitlines() if line.startswith("reusing ")]) == len(first) - 1
+
+
+RESUME_STEPS = 40  # long enough to cancel mid-run on these CPUs, a checkpoint every 4 steps
+
+
+def make_resumable(spec_path, steps: int = RESUME_STEPS) -> None:
+    """The tiny spec made long enough to cancel mid-run, saving a checkpoint every 4 steps, with no eval split."""
+    text = spec_path.read_text().replace("max_steps: 6", f"max_steps: {steps}\n  save_steps: 4")
+    spec_path.write_text(text.replace("eval_split: 0.25", "eval_split: 0"))
+
+
+def cancel_resume_and_fetch(env: dict[str, str], job: str, first_checkpoint, saved_steps, dest,
+                            steps: int = RESUME_STEPS) -> tuple[int, list[dict]]:
+    """Waits for `first_checkpoint()` (a complete checkpoint exists), cancels the job, takes the newest complete
+    step from `saved_steps()` (where the cloud keeps them), runs `ftlaunch resume`, and checks that the new
+    attempt says it resumed from that step, finishes at `steps`, and fetches verified outputs that say so.
+    Returns the step and the job's attempts."""
+    deadline = time.monotonic() + 240
+    while not first_checkpoint():
+        assert time.monotonic() < deadline, ftlaunch(env, "logs", job).stdout
+        time.sleep(0.5)
+    ftlaunch(env, "cancel", job)
+    assert wait_for(env, job, {"CANCELLED", "FAILED", "SUCCEEDED"})["state"] == "CANCELLED"
+    saved = max(saved_steps())
+    assert saved < steps, "the job finished before it was cancelled: give it more steps"
+    ftlaunch(env, "resume", job, "--detach")
+    status = wait_for(env, job, {"SUCCEEDED", "FAILED", "CANCELLED"}, timeout=300)
+    log = ftlaunch(env, "logs", job).stdout
+    assert status["state"] == "SUCCEEDED", log
+    assert f"(step {saved})" in log  # the new attempt's own log: "resuming from .../checkpoint-N (step N)"
+    assert "verified" in ftlaunch(env, "fetch", job, "--dest", str(dest)).stdout
+    summary = json.loads((dest / "summary.json").read_text())
+    assert summary["steps"] == steps and summary["resumed_from_step"] == saved
+    return saved, json.loads(ftlaunch(env, "show", job).stdout)["attempts"]

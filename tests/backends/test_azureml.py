@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import golden_files
-from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, check_relaunch_uploads_nothing, ftlaunch, wait_for
+from cli_run import (HOST_IMAGE, cancel_resume_and_fetch, check_ran_in_image_then_fetch, check_relaunch_uploads_nothing,
+                     ftlaunch, make_resumable, wait_for)
 import pytest
 import yaml
 
@@ -224,34 +225,21 @@ def test_cancel_stops_the_job(azureml, tiny_spec, ftlaunch_home):
 def test_a_cancelled_job_resumes_as_a_new_job_from_its_checkpoints_output(azureml, tiny_spec, tmp_path,
                                                                            ftlaunch_home):
     env = cli_env(azureml, ftlaunch_home)
-    steps = 40
-    text = tiny_spec.read_text().replace("max_steps: 6", f"max_steps: {steps}\n  save_steps: 4")
-    tiny_spec.write_text(text.replace("eval_split: 0.25", "eval_split: 0"))
+    make_resumable(tiny_spec)
     job = json.loads(ftlaunch(env, "--cloud", "azureml", "--detach", "--json", *HOST_IMAGE, str(tiny_spec)).stdout)["job"]
-    deadline = time.monotonic() + 240
-    while not list(azureml.workdir.glob("azureml-*/outputs/checkpoints/checkpoint-*/COMPLETE")):
-        assert time.monotonic() < deadline, ftlaunch(env, "logs", job).stdout
-        time.sleep(0.5)
-    ftlaunch(env, "cancel", job)
-    assert wait_for(env, job, {"CANCELLED", "FAILED", "SUCCEEDED"})["state"] == "CANCELLED"
-    uri = azureml.jobs[job]["properties"]["outputs"]["checkpoints"]["uri"]
-    saved = max(int(rel.split("checkpoint-")[1].split("/")[0]) for rel, _ in azureml.datastore_files(uri)
-                if rel.endswith("/COMPLETE"))
-    assert saved < steps, "the job finished before it was cancelled: give it more steps"
 
-    ftlaunch(env, "resume", job, "--detach")
-    status = wait_for(env, job, {"SUCCEEDED", "FAILED", "CANCELLED"}, timeout=300)
-    log = ftlaunch(env, "logs", job).stdout
-    assert status["state"] == "SUCCEEDED", log
-    assert f"(step {saved})" in log  # attempt 2's own log
+    def written() -> bool:  # in the job's checkpoints output mount
+        return bool(list(azureml.workdir.glob("azureml-*/outputs/checkpoints/checkpoint-*/COMPLETE")))
+
+    def saved_steps() -> set[int]:
+        uri = azureml.jobs[job]["properties"]["outputs"]["checkpoints"]["uri"]
+        return {int(rel.split("checkpoint-")[1].split("/")[0]) for rel, _ in azureml.datastore_files(uri)
+                if rel.endswith("/COMPLETE")}
+
+    _, (one, two) = cancel_resume_and_fetch(env, job, written, saved_steps, tmp_path / "fetched")
     second = azureml.jobs[f"{job}-a2"]["properties"]
     assert second["outputs"] == azureml.jobs[job]["properties"]["outputs"]
     assert second["command"] == azureml.jobs[job]["properties"]["command"]
-    dest = tmp_path / "fetched"
-    assert "verified" in ftlaunch(env, "fetch", job, "--dest", str(dest)).stdout
-    summary = json.loads((dest / "summary.json").read_text())
-    assert summary["steps"] == steps and summary["resumed_from_step"] == saved
-    one, two = json.loads(ftlaunch(env, "show", job).stdout)["attempts"]
     assert (one["provider_id"], two["provider_id"]) == (job, f"{job}-a2")
 
 

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import golden_files
-from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, check_relaunch_uploads_nothing, ftlaunch, wait_for
+from cli_run import (HOST_IMAGE, cancel_resume_and_fetch, check_ran_in_image_then_fetch, check_relaunch_uploads_nothing,
+                     ftlaunch, make_resumable, wait_for)
 import pytest
 
 from ftlaunch.core import errors
@@ -202,9 +203,7 @@ def test_cancel_stops_the_job(sagemaker, tiny_spec, ftlaunch_home):
 def test_a_stopped_job_resumes_as_a_new_training_job_from_its_s3_checkpoints(sagemaker, tiny_spec, tmp_path,
                                                                               ftlaunch_home):
     env = cli_env(sagemaker, ftlaunch_home)
-    steps = 40
-    text = tiny_spec.read_text().replace("max_steps: 6", f"max_steps: {steps}\n  save_steps: 4")
-    tiny_spec.write_text(text.replace("eval_split: 0.25", "eval_split: 0"))
+    make_resumable(tiny_spec)
     job = json.loads(ftlaunch(env, "--cloud", "sagemaker", "--detach", "--json", *HOST_IMAGE, str(tiny_spec)).stdout)["job"]
     deadline = time.monotonic() + 240
     while job not in sagemaker.bodies:
@@ -212,32 +211,15 @@ def test_a_stopped_job_resumes_as_a_new_training_job_from_its_s3_checkpoints(sag
         time.sleep(0.2)
     bucket, _, prefix = sagemaker.bodies[job]["CheckpointConfig"]["S3Uri"][5:].partition("/")
 
-    def saved_steps() -> set[int]:
+    def saved_steps() -> set[int]:  # the emulator uploads /opt/ml/checkpoints as SageMaker does, while the job runs
         keys = [o["Key"] for o in sagemaker.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
         return {int(k.split("checkpoint-")[1].split("/")[0]) for k in keys if k.endswith("/COMPLETE")}
 
-    while not saved_steps():  # the emulator uploads /opt/ml/checkpoints as SageMaker does, while the job runs
-        assert time.monotonic() < deadline, ftlaunch(env, "logs", job).stdout
-        time.sleep(0.5)
-    ftlaunch(env, "cancel", job)
-    assert wait_for(env, job, {"CANCELLED", "FAILED", "SUCCEEDED"})["state"] == "CANCELLED"
-    saved = max(saved_steps())  # the SIGTERM checkpoint too, uploaded as the job ended
-    assert saved < steps, "the job finished before it was cancelled: give it more steps"
-
-    ftlaunch(env, "resume", job, "--detach")
-    status = wait_for(env, job, {"SUCCEEDED", "FAILED", "CANCELLED"}, timeout=300)
-    log = ftlaunch(env, "logs", job).stdout
-    assert status["state"] == "SUCCEEDED", log
-    assert f"(step {saved})" in log  # attempt 2's own log: "resuming from .../checkpoint-N (step N)"
+    _, (one, two) = cancel_resume_and_fetch(env, job, saved_steps, saved_steps, tmp_path / "fetched")
     second = sagemaker.bodies[f"{job}-a2"]  # a new training job with the same request, read back from SageMaker
     first = sagemaker.bodies[job]
     for key in ("CheckpointConfig", "Environment", "InputDataConfig", "OutputDataConfig", "AlgorithmSpecification"):
         assert second[key] == first[key], key
-    dest = tmp_path / "fetched"
-    assert "verified" in ftlaunch(env, "fetch", job, "--dest", str(dest)).stdout
-    summary = json.loads((dest / "summary.json").read_text())
-    assert summary["steps"] == steps and summary["resumed_from_step"] == saved
-    one, two = json.loads(ftlaunch(env, "show", job).stdout)["attempts"]
     assert one["provider_id"].endswith(f"training-job/{job}") and two["provider_id"].endswith(f"training-job/{job}-a2")
 
 

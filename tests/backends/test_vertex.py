@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 import golden_files
-from cli_run import HOST_IMAGE, check_ran_in_image_then_fetch, check_relaunch_uploads_nothing, ftlaunch, wait_for
+from cli_run import (HOST_IMAGE, cancel_resume_and_fetch, check_ran_in_image_then_fetch, check_relaunch_uploads_nothing,
+                     ftlaunch, make_resumable, wait_for)
 import pytest
 
 from ftlaunch.core import errors
@@ -180,34 +181,19 @@ def test_cancel_stops_the_job(vertex, tiny_spec, ftlaunch_home):
 def test_a_cancelled_job_resumes_as_a_new_custom_job_from_its_checkpoints(vertex, tiny_spec, tmp_path,
                                                                            ftlaunch_home):
     env = cli_env(vertex, ftlaunch_home)
-    steps = 40
-    text = tiny_spec.read_text().replace("max_steps: 6", f"max_steps: {steps}\n  save_steps: 4")
-    tiny_spec.write_text(text.replace("eval_split: 0.25", "eval_split: 0"))
-    launched = json.loads(ftlaunch(env, "--cloud", "vertex", "--detach", "--json", *HOST_IMAGE, str(tiny_spec)).stdout)
-    job = launched["job"]
-    deadline = time.monotonic() + 240
-    # the checkpoints the job writes under its /gcs mount (Cloud Storage FUSE: in the bucket as they are written)
-    while not list(vertex.workdir.glob(f"gcs-*/**/jobs/{job}/**/checkpoint-*/COMPLETE")):
-        assert time.monotonic() < deadline, ftlaunch(env, "logs", job).stdout
-        time.sleep(0.5)
-    ftlaunch(env, "cancel", job)
-    assert wait_for(env, job, {"CANCELLED", "FAILED", "SUCCEEDED"})["state"] == "CANCELLED"
-    blobs = [b.name for b in vertex.storage().list_blobs(BUCKET, prefix=f"ftlaunch/jobs/{job}/")]
-    saved = max(int(n.split("checkpoint-")[1].split("/")[0]) for n in blobs if n.endswith("/COMPLETE"))
-    assert saved < steps, "the job finished before it was cancelled: give it more steps"
+    make_resumable(tiny_spec)
+    job = json.loads(ftlaunch(env, "--cloud", "vertex", "--detach", "--json", *HOST_IMAGE, str(tiny_spec)).stdout)["job"]
 
-    ftlaunch(env, "resume", job, "--detach")
-    status = wait_for(env, job, {"SUCCEEDED", "FAILED", "CANCELLED"}, timeout=300)
-    log = ftlaunch(env, "logs", job).stdout
-    assert status["state"] == "SUCCEEDED", log
-    assert f"(step {saved})" in log  # attempt 2's own log entries
+    def written() -> bool:  # under the job's /gcs mount (Cloud Storage FUSE: in the bucket as they are written)
+        return bool(list(vertex.workdir.glob(f"gcs-*/**/jobs/{job}/**/checkpoint-*/COMPLETE")))
+
+    def saved_steps() -> set[int]:
+        blobs = [b.name for b in vertex.storage().list_blobs(BUCKET, prefix=f"ftlaunch/jobs/{job}/")]
+        return {int(n.split("checkpoint-")[1].split("/")[0]) for n in blobs if n.endswith("/COMPLETE")}
+
+    _, (one, two) = cancel_resume_and_fetch(env, job, written, saved_steps, tmp_path / "fetched")
     first, second = (j for j in vertex.jobs.values() if j["displayName"] in (job, f"{job}-a2"))
-    assert first["jobSpec"] == second["jobSpec"]
-    dest = tmp_path / "fetched"
-    assert "verified" in ftlaunch(env, "fetch", job, "--dest", str(dest)).stdout
-    summary = json.loads((dest / "summary.json").read_text())
-    assert summary["steps"] == steps and summary["resumed_from_step"] == saved
-    one, two = json.loads(ftlaunch(env, "show", job).stdout)["attempts"]
+    assert first["jobSpec"] == second["jobSpec"]  # the same job spec: the same checkpoint directory
     assert one["provider_id"] != two["provider_id"]
 
 
