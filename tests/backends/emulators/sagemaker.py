@@ -71,9 +71,18 @@ class SageMakerEmulator:
         self.watcher = threading.Thread(target=self._watch, daemon=True)
         self.watcher.start()
         self.s3 = self.client("s3")
-        self.s3.create_bucket(Bucket=BUCKET)
-        self.client("iam").create_role(RoleName="ftlaunch-test", AssumeRolePolicyDocument="{}")
-        self.client("logs").create_log_group(logGroupName=LOG_GROUP)
+        # moto keeps its accounts in the test process: a second emulator in one session (test_failover's, then
+        # test_sagemaker's) finds the bucket, role and log group the first one made
+        for make in (lambda: self.s3.create_bucket(Bucket=BUCKET),
+                     lambda: self.client("iam").create_role(RoleName="ftlaunch-test", AssumeRolePolicyDocument="{}"),
+                     lambda: self.client("logs").create_log_group(logGroupName=LOG_GROUP)):
+            try:
+                make()
+            except Exception as exc:  # noqa: BLE001 - only "it is there already" is expected
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists", "EntityAlreadyExists",
+                                "ResourceAlreadyExistsException"):
+                    raise
 
     # ----------------------------------------------------------- for tests
 
