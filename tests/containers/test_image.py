@@ -130,8 +130,8 @@ def test_context_holds_what_the_dockerfile_copies(tmp_path):
     assert (context / "Dockerfile").read_text() == image.dockerfile(image.BuildOptions())
     assert (context / "requirements.lock").read_text() == image.lock_text()
     assert (context / "base_check.py").read_bytes() == (context / "ftlaunch/containers/base_check.py").read_bytes()
-    for module in ("containers/trainer/__main__.py", "containers/trainer/contract.py", "spec.py", "errors.py",
-                   "models.py", "techniques.py", "manifest.py", "__init__.py"):
+    for module in ("containers/trainer/__main__.py", "containers/trainer/contract.py", "core/spec.py", "core/errors.py",
+                   "core/models.py", "core/techniques.py", "core/manifest.py", "core/preflight.py", "__init__.py"):
         assert (context / "ftlaunch" / module).is_file(), module
     for cloud in ("sagemaker", "vertex", "azureml"):  # each cloud's request starts its in-job entry
         assert (context / "ftlaunch" / "backends" / cloud / "entry.py").is_file(), cloud
